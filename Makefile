@@ -1,0 +1,81 @@
+# lra_bench: `make help` lists the targets. Everything that needs Python depends on the venv,
+# so `make lra-task` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON     ?= python3
+VENV       ?= .venv
+# CPU build that lies on this machine's disk; any other spec (e.g. a CUDA build) works on other machines.
+TORCH_SPEC ?= torch==2.13.0
+DATA_DIR   ?= $(if $(LRA_DATA_DIR),$(LRA_DATA_DIR),data)
+TASK       ?=
+MODEL      ?=
+ARGS       ?=
+
+TASKS  := listops
+MODELS := transformer
+DEFAULT_MODEL := transformer
+
+BIN   := $(VENV)/bin
+PY    := $(BIN)/python
+STAMP := $(VENV)/.install-stamp
+DATA  := $(abspath $(DATA_DIR))
+
+.PHONY: help install test test-slow test-all lra-task data data-quick data-listops clean clean-cache distclean
+
+help: ## list the targets
+	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
+	@echo "  tasks: $(TASKS)   models: $(MODELS)   data root: $(DATA)   torch: $(TORCH_SPEC)"
+
+# The stamp records TORCH_SPEC: changing it (or pyproject.toml) reinstalls.
+ifneq ($(shell cat $(STAMP) 2>/dev/null),$(TORCH_SPEC))
+.PHONY: $(STAMP)
+endif
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@echo "$(TORCH_SPEC)" > $(STAMP)
+
+install: $(STAMP) ## create .venv and install torch (TORCH_SPEC), then lra_bench editable with dev extras
+
+test: install ## fast CPU test suite (what CI runs first)
+	$(PY) -m pytest -q
+
+test-slow: install ## slow checks only (CI runs them too)
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+
+test-all: test test-slow ## both suites
+
+lra-task: install ## train: no TASK/MODEL = quick CPU default; else experiment=lra/MODEL-TASK
+ifeq ($(TASK)$(MODEL),)
+	@$(MAKE) --no-print-directory data-quick
+	$(PY) -m lra_bench.train experiment=quick paths.data_dir=$(DATA) $(ARGS)
+else
+	@t="$(or $(TASK),listops)"; m="$(or $(MODEL),$(DEFAULT_MODEL))"; \
+	case " $(TASKS) " in *" $$t "*) ;; *) echo "error: unknown TASK=$$t; valid tasks: $(TASKS)"; exit 2;; esac; \
+	case " $(MODELS) " in *" $$m "*) ;; *) echo "error: unknown MODEL=$$m; valid models: $(MODELS)"; exit 2;; esac; \
+	if [ "$$t" = listops ]; then $(MAKE) --no-print-directory data-listops; fi; \
+	$(PY) -m lra_bench.train experiment=lra/$$m-$$t paths.data_dir=$(DATA) $(ARGS)
+endif
+
+data: data-quick data-listops ## generate every locally generated data set under DATA_DIR
+
+data-quick: install ## the short ListOps variant of the quick default (data/listops-quick)
+	@test -f $(DATA)/listops-quick/basic_test.tsv || $(PY) -m data_prep.listops --out-dir $(DATA)/listops-quick \
+		--train 20000 --val 1000 --test 1000 --min-length 20 --max-length 120 --max-depth 5 --max-args 5 --seed 0
+
+data-listops: install ## full LRA ListOps, 96K/2K/2K (data/listops-1000), about 30 s on 2 cores
+	@test -f $(DATA)/listops-1000/basic_test.tsv || $(PY) -m data_prep.listops --out-dir $(DATA)/listops-1000 --seed 0
+
+clean: ## remove run outputs and Python caches (keeps data and .venv)
+	rm -rf logs outputs multirun lightning_logs wandb .pytest_cache
+	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
+
+clean-cache: ## remove the preprocessed data cache (rebuilt on the next run)
+	rm -rf $(DATA)/cache
+
+distclean: clean ## also remove .venv and generated data
+	rm -rf $(VENV) $(DATA)

@@ -1,0 +1,49 @@
+"""Hydra plumbing shared by the entry points: the config folder, resolvers, name checks, error exit."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lra_bench.errors import ConfigError, LRAError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJECT_ROOT / "conf"
+CONFIG_PATH = "../conf"  # relative to this package, as hydra.main wants it (editable install or checkout)
+
+if not OmegaConf.has_resolver("lra_project_root"):
+    OmegaConf.register_new_resolver("lra_project_root", lambda: str(PROJECT_ROOT))
+
+
+def available(group: str) -> list[str]:
+    """Config names in a group folder (``lra`` experiments as ``lra/<name>``)."""
+    folder = CONFIG_DIR / group
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+
+
+def check_names(cfg: DictConfig) -> None:
+    """Fail early, with the valid choices, when a task or model name is not one we know."""
+    for group in ("task", "model"):
+        name = OmegaConf.select(cfg, f"{group}.name")
+        valid = available(group)
+        if name not in valid:
+            raise ConfigError(f"unknown {group} {name!r}; valid {group}s: {', '.join(valid)} (conf/{group}/)")
+
+
+def exit_on_lra_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Entry-point wrapper: an ``LRAError`` prints one line and exits 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LRAError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

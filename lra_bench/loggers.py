@@ -1,0 +1,103 @@
+"""Loggers: W&B that falls back to offline on its own, and the CSV logger that is always there.
+
+W&B mode ``auto`` (the default) goes online only with credentials (``WANDB_API_KEY`` or a netrc
+entry for the W&B host) and a reachable server; otherwise it runs offline and says so once.
+An explicit ``WANDB_MODE`` in the environment wins. The mode is passed to ``wandb.init`` directly,
+never through ``WandbLogger(offline=True)``, which leaks ``WANDB_MODE=dryrun`` into later jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import socket
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "online", "offline", "disabled")
+
+
+def _has_credentials(host: str) -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def _reachable(host: str, port: int = 443, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_wandb_mode(mode: str = "auto") -> tuple[str, str | None]:
+    """Return (mode for wandb.init, a note to print or None)."""
+    if mode not in MODES:
+        raise ValueError(f"logger.wandb.mode must be one of {MODES}, got {mode!r}")
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return ("offline" if env == "dryrun" else env), None
+    if mode != "auto":
+        return mode, None
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    if not _has_credentials(host):
+        return "offline", f"W&B: no credentials for {host}; logging offline (sync later with `wandb sync <run dir>`)"
+    if not _reachable(host):
+        return "offline", f"W&B: {host} is unreachable; logging offline (sync later with `wandb sync <run dir>`)"
+    return "online", None
+
+
+def wandb_logger(
+    project: str,
+    save_dir: str,
+    mode: str = "auto",
+    name: str | None = None,
+    group: str | None = None,
+    job_type: str | None = None,
+    tags: list[str] | None = None,
+    entity: str | None = None,
+    id: str | None = None,
+    **init_kwargs: Any,
+):
+    """A ``WandbLogger`` in the resolved mode; the note about offline mode is logged once here."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    resolved, note = resolve_wandb_mode(mode)
+    if note:
+        log.warning(note)
+    os.makedirs(save_dir, exist_ok=True)
+    logger = WandbLogger(
+        project=project,
+        save_dir=save_dir,
+        name=name,
+        group=group,
+        job_type=job_type,
+        tags=list(tags or []),
+        entity=entity,
+        id=id,
+        mode=resolved,
+        settings={"silent": True, "console": "off"},
+        **init_kwargs,
+    )
+    logger._wandb_init.pop("anonymous", None)  # wandb >= 0.19 warns that it has no effect (P15)
+    return logger
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """Close the current W&B run, if any, so the next job in this process starts its own run."""
+    try:
+        import wandb
+    except ImportError:  # pragma: no cover - wandb is a dependency
+        return
+    if wandb.run is not None:
+        try:
+            wandb.finish(exit_code=exit_code)
+        except Exception as e:  # a logging failure must never take the run down with it
+            log.warning("W&B finish failed: %s", e)

@@ -1,0 +1,131 @@
+"""The LRA classifier: embed -> backbone -> pool -> MLP head, and the two-tower form for Retrieval.
+
+Every backbone has the same signature, ``forward(x: (B, L, D), lengths: (B,)) -> (B, L, D)``, so
+Mega, S4 and the Transformer drop in unchanged. Pooling uses true lengths (pads never count).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lra_bench.models.embedding import RealNumberEmbedding, TokenEmbedding
+from lra_bench.models.masks import masked_mean
+
+POOLINGS = ("mean", "cls", "sum")
+PAIR_FEATURES = ("concat", "nli")
+
+
+class ClassifierHead(nn.Module):
+    """Linear(d_in, hidden) -> dropout -> activation -> Linear(hidden, classes).
+
+    Mega's head is exactly this with GELU and no output bias; LRA's is ReLU with a bias and no
+    dropout. ``hidden=0`` gives a single Linear.
+    """
+
+    def __init__(
+        self, d_in: int, num_classes: int, hidden: int, activation: str, dropout: float, out_bias: bool
+    ):
+        super().__init__()
+        acts = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
+        if activation not in acts:
+            raise ValueError(f"head activation must be one of {sorted(acts)}, got {activation!r}")
+        if hidden:
+            self.net = nn.Sequential(
+                nn.Linear(d_in, hidden), nn.Dropout(dropout), acts[activation](), nn.Linear(hidden, num_classes, out_bias)
+            )
+        else:
+            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_in, num_classes, out_bias))
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SequenceClassifier(nn.Module):
+    """Classifies one sequence, or a pair through a shared encoder (``pair=True``, Retrieval).
+
+    input: ``tokens`` (ids -> ``TokenEmbedding``) or ``real`` (pixel values -> ``RealNumberEmbedding``).
+    pair_features: ``concat`` = [u, v] (LRA, Mega) or ``nli`` = [u, v, u*v, u-v] (S4).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        d_model: int,
+        num_classes: int,
+        vocab_size: int = 0,
+        input: str = "tokens",
+        embed_init_std: float | None = None,
+        embed_dropout: float = 0.0,
+        pixel_mean: float = 0.0,
+        pixel_std: float = 1.0,
+        pooling: str = "mean",
+        head_hidden: int = 0,
+        head_activation: str = "gelu",
+        head_dropout: float = 0.0,
+        head_out_bias: bool = True,
+        pair: bool = False,
+        pair_features: str = "concat",
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pair_features not in PAIR_FEATURES:
+            raise ValueError(f"pair_features must be one of {PAIR_FEATURES}, got {pair_features!r}")
+        if input == "tokens":
+            if vocab_size < 2:
+                raise ValueError(f"token input needs vocab_size >= 2, got {vocab_size}")
+            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std)
+        elif input == "real":
+            self.embedding = RealNumberEmbedding(d_model, mean=pixel_mean, std=pixel_std)
+        else:
+            raise ValueError(f"input must be tokens or real, got {input!r}")
+        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.backbone = backbone
+        self.pooling = pooling
+        self.cls = nn.Parameter(torch.zeros(d_model)) if pooling == "cls" else None
+        self.pair = pair
+        self.pair_features = pair_features
+        d_in = d_model * ((4 if pair_features == "nli" else 2) if pair else 1)
+        self.head = ClassifierHead(d_in, num_classes, head_hidden, head_activation, head_dropout, head_out_bias)
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, L), lengths: (B,) -> pooled (B, D)."""
+        x = self.embed_dropout(self.embedding(tokens))
+        if self.cls is not None:
+            x = torch.cat([self.cls.expand(x.size(0), 1, -1).to(x.dtype), x], dim=1)
+            lengths = lengths + 1
+        x = self.backbone(x, lengths)
+        if self.pooling == "cls":
+            return x[:, 0]
+        if self.pooling == "sum":
+            return x.sum(1)  # backbones return zeros at pads
+        return masked_mean(x, lengths)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        tokens2: torch.Tensor | None = None,
+        lengths2: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, num_classes). Pair mode needs tokens2/lengths2."""
+        u = self.encode(tokens, lengths)
+        if not self.pair:
+            return self.head(u)
+        if tokens2 is None or lengths2 is None:
+            raise ValueError("a pair classifier needs tokens2 and lengths2 (a PairBatch)")
+        v = self.encode(tokens2, lengths2)
+        feats = [u, v, u * v, u - v] if self.pair_features == "nli" else [u, v]
+        return self.head(torch.cat(feats, dim=-1))
+
+    def embedding_parameter_names(self) -> list[str]:
+        """Names of the token/position tables, left out of the non-embedding parameter count."""
+        names = [n for n, _ in self.named_parameters() if n.startswith("embedding.") and isinstance(self.embedding, TokenEmbedding)]
+        names += [n for n, _ in self.named_parameters() if n.endswith("positions.table")]
+        return names

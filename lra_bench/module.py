@@ -1,0 +1,102 @@
+"""The LightningModule every model and task share: loss, metrics, optimizer groups, schedule.
+
+Metrics (logged per split): ``{train,val,test}/loss`` and ``/acc``; ``val/acc_best`` (the running
+maximum, what checkpoints and sweeps select on); ``train/lr``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lra_bench.optim import build_param_groups, describe_param_groups, lr_factor, resolve_warmup
+
+log = logging.getLogger(__name__)
+
+
+class LRAModule(pl.LightningModule):
+    """Wraps a classifier ``net(tokens, lengths[, tokens2, lengths2]) -> logits``.
+
+    optimizer: ``lr, weight_decay, betas, eps, no_decay_norm_bias_embedding``.
+    scheduler: ``decay`` (linear|cosine|constant|rsqrt), ``warmup_steps`` or ``warmup_fraction``,
+    ``warmup_init_lr`` (absolute lr at step 0), ``final_lr_ratio``, ``warmup_power``.
+    """
+
+    def __init__(self, net: nn.Module, num_classes: int, optimizer: dict[str, Any], scheduler: dict[str, Any]):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.net = net
+        self.optimizer_cfg = dict(optimizer)
+        self.scheduler_cfg = dict(scheduler)
+        # keyed "<split>_acc": a ModuleDict key "train" would clash with nn.Module.train
+        self.metrics = nn.ModuleDict(
+            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")}
+            | {f"{s}_loss": MeanMetric() for s in ("val", "test")}
+        )
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(*inputs)
+
+    def _step(self, batch: tuple, split: str) -> torch.Tensor:
+        *inputs, labels = batch
+        logits = self.net(*inputs)
+        loss = F.cross_entropy(logits.float(), labels)
+        self.metrics[f"{split}_acc"].update(logits.detach(), labels)
+        return loss
+
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_step(self, batch: tuple, split: str) -> None:
+        loss = self._step(batch, split)
+        self.metrics[f"{split}_loss"].update(loss, weight=batch[-1].numel())  # weighted: the last batch may be short
+        self.log(f"{split}/loss", self.metrics[f"{split}_loss"], on_step=False, on_epoch=True)
+        self.log(f"{split}/acc", self.metrics[f"{split}_acc"], on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best.update(self.metrics["val_acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optimizer_cfg
+        groups = build_param_groups(
+            self.net, cfg["lr"], cfg.get("weight_decay", 0.0), cfg.get("no_decay_norm_bias_embedding", False)
+        )
+        log.info("optimizer parameter groups:\n%s", describe_param_groups(groups))
+        self.param_group_summary = describe_param_groups(groups)
+        for g in groups:
+            g.pop("names")
+        optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))), eps=cfg.get("eps", 1e-8))
+
+        s = self.scheduler_cfg
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = resolve_warmup(total, s.get("warmup_steps"), s.get("warmup_fraction"))
+        start = float(s.get("warmup_init_lr", 0.0)) / cfg["lr"]
+        decay, final, power = s.get("decay", "linear"), float(s.get("final_lr_ratio", 0.0)), float(s.get("warmup_power", 1.0))
+        lr_factor(0, total, warmup, decay)  # validates the decay name before training starts
+        log.info("lr schedule: %s decay over %d optimizer steps, %d warmup steps", decay, total, warmup)
+        scheduler = LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, decay, start, final, power))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}

@@ -1,0 +1,54 @@
+"""The table printed at the end of every run: accuracy, speed, memory, size and wall time."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.2f}%"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "mb":
+        return f"{value:,.0f} MiB"
+    if kind == "s":
+        return f"{value:.1f} s" if value >= 1 else f"{1000 * value:.1f} ms"
+    return f"{value:,.0f}"
+
+
+ROWS = (
+    ("task", "task", "str"),
+    ("model", "model", "str"),
+    ("best val accuracy", "val/acc_best", "pct"),
+    ("test accuracy (best ckpt)", "test/acc", "pct"),
+    ("val majority-class rate", "data/val_majority_rate", "pct"),
+    ("train tokens/s", "perf/tokens_per_sec", "num"),
+    ("train samples/s", "perf/samples_per_sec", "num"),
+    ("median step time", "perf/step_time", "s"),
+    ("peak memory", "perf/peak_memory_mb", "mb"),
+    ("parameters (non-embedding)", "model/params_non_embedding", "int"),
+    ("optimizer steps", "global_step", "int"),
+    ("wall time", "wall_time_s", "s"),
+)
+
+
+def print_summary(result: dict[str, Any], out_dir: Path | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="lra_bench run summary", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for label, key, kind in ROWS:
+        if key in result:
+            value = result[key]
+            table.add_row(label, str(value) if kind == "str" else _fmt(value, kind))
+    console = Console()
+    console.print(table)
+    if out_dir is not None:
+        console.print(f"run folder: {out_dir}  (result.json, checkpoints/, csv/metrics.csv, wandb/)")

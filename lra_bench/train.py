@@ -1,0 +1,138 @@
+"""Train one model on one LRA task: ``python -m lra_bench.train [experiment=lra/<model>-<task>] [overrides]``.
+
+Compose the config, instantiate data, model, callbacks, loggers and trainer, ``fit``, then ``test`` the
+best-validation checkpoint; print a summary table, write ``result.json`` in the run folder and
+return the metric a sweeper optimises (``val/acc_best``). W&B is closed after every job, failed
+ones too, so the jobs of a multirun never share a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lra_bench.callbacks import SpeedMonitor, count_parameters
+from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error
+from lra_bench.loggers import finish_wandb
+from lra_bench.module import LRAModule
+from lra_bench.summary import print_summary
+
+log = logging.getLogger("lra_bench.train")
+
+
+def quiet_library_noise() -> None:
+    """Drop start-up chatter that says nothing about the run (Lightning's litlogger advert, pytree deprecations)."""
+    import warnings
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Trainer]:
+    """Instantiate the datamodule, the LightningModule and the trainer (with callbacks and loggers)."""
+    check_names(cfg)
+    datamodule = instantiate(cfg.task.datamodule)
+    net = instantiate(cfg.model.net)
+    module = LRAModule(
+        net,
+        num_classes=cfg.task.num_classes,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, module, trainer
+
+
+def _metric(metrics: dict[str, Any], key: str) -> float:
+    v = metrics.get(key)
+    return float(v) if v is not None else float("nan")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and test as configured; return the run's results (also written to ``result.json``)."""
+    started = time.time()
+    quiet_library_noise()
+    if cfg.get("note"):
+        log.info("%s", cfg.note)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, module, trainer = build(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_metrics = {k: v for k, v in trainer.callback_metrics.items()}
+
+    test_metrics: dict[str, Any] = {}
+    ckpt = trainer.checkpoint_callback
+    if cfg.test:
+        best = ckpt.best_model_path if ckpt is not None else ""
+        if not best:
+            log.warning("no best checkpoint (checkpointing off or no validation ran): testing the final weights")
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        test_metrics = results[0] if results else {}
+
+    speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
+    perf = speed.summary() if speed else {}
+    result: dict[str, Any] = {
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "run_name": cfg.run_name,
+        "seed": cfg.seed,
+        "val/acc_best": _metric(fit_metrics, "val/acc_best"),
+        "test/acc": _metric(test_metrics, "test/acc"),
+        "test/loss": _metric(test_metrics, "test/loss"),
+        "best_checkpoint": ckpt.best_model_path if ckpt is not None else "",
+        "global_step": trainer.global_step,
+        "wall_time_s": time.time() - started,
+        **{f"perf/{k}": v for k, v in perf.items()},
+        **{f"model/{k}": v for k, v in count_parameters(module.net).items()},
+    }
+    stats = getattr(getattr(datamodule, "cache", None), "meta", lambda: {})().get("stats", {})
+    val_counts = stats.get("val", {}).get("label_counts")
+    if val_counts:
+        result["data/val_majority_rate"] = max(val_counts) / sum(val_counts)
+
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "summary"):  # W&B: test metrics of the best checkpoint as the run summary
+            experiment.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float)) and not math.isnan(v)})
+    print_summary(result, out_dir)
+    return result
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """``run`` with cleanup: W&B is finished (with the right exit code) whatever happens."""
+    try:
+        result = run(cfg)
+    except BaseException:
+        finish_wandb(exit_code=1)
+        raise
+    finish_wandb(exit_code=0)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@exit_on_lra_error
+def main(cfg: DictConfig) -> float:
+    result = train(cfg)
+    return result["val/acc_best"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The classifier: embedding, pooling from true lengths, heads, and the two-tower pair form."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lra_bench.models.classifier import SequenceClassifier
+from lra_bench.models.masks import masked_mean
+from lra_bench.models.transformer import TransformerEncoder
+
+
+class Identity(nn.Module):
+    """A backbone that zeroes pads and returns its input, to test pooling in isolation."""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = torch.arange(x.size(1))[None, :] < lengths[:, None]
+        return x * mask[..., None]
+
+
+def test_masked_mean_ignores_pads() -> None:
+    x = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]]])
+    torch.testing.assert_close(masked_mean(x, torch.tensor([2, 3])), torch.tensor([[2.0], [4.0]]))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "sum"])
+def test_logits_do_not_depend_on_padding(pooling: str) -> None:
+    torch.manual_seed(0)
+    backbone = TransformerEncoder(16, 1, 2, 32, dropout=0.0, attn_dropout=0.0, max_length=32)
+    net = SequenceClassifier(backbone, 16, 5, vocab_size=10, pooling=pooling, head_hidden=8).eval()
+    tokens = torch.randint(1, 10, (1, 6))
+    padded = torch.cat([tokens, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(net(tokens, torch.tensor([6])), net(padded, torch.tensor([6])), atol=1e-5, rtol=1e-5)
+
+
+def test_pair_mode_concatenates_u_v_or_nli_features() -> None:
+    torch.manual_seed(0)
+    for features, width in (("concat", 2), ("nli", 4)):
+        net = SequenceClassifier(Identity(), 8, 2, vocab_size=10, pair=True, pair_features=features, head_hidden=0)
+        assert net.head.net[-1].in_features == 8 * width
+        t1, t2 = torch.randint(1, 10, (3, 5)), torch.randint(1, 10, (3, 7))
+        logits = net(t1, torch.tensor([5, 4, 3]), t2, torch.tensor([7, 7, 2]))
+        assert logits.shape == (3, 2)
+        u = masked_mean(net.embedding(t1), torch.tensor([5, 4, 3]))
+        v = masked_mean(net.embedding(t2), torch.tensor([7, 7, 2]))
+        feats = torch.cat([u, v] if features == "concat" else [u, v, u * v, u - v], -1)
+        torch.testing.assert_close(logits, net.head(feats))
+    with pytest.raises(ValueError, match="tokens2"):
+        net(t1, torch.tensor([5, 4, 3]))
+
+
+def test_token_embedding_init_std_is_configurable() -> None:
+    torch.manual_seed(0)
+    lra = SequenceClassifier(Identity(), 256, 2, vocab_size=5000, embed_init_std=1.0)
+    mega = SequenceClassifier(Identity(), 256, 2, vocab_size=5000, embed_init_std=None)
+    assert lra.embedding.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    assert mega.embedding.weight.std().item() == pytest.approx(256**-0.5, rel=0.05)
+
+
+def test_real_number_embedding_normalises_pixels() -> None:
+    net = SequenceClassifier(Identity(), 4, 2, input="real", pixel_mean=0.5, pixel_std=0.5)
+    emb = net.embedding
+    out = emb(torch.tensor([[0, 255]]))
+    torch.testing.assert_close(out[0, 0], -1.0 * emb.weight + emb.bias)
+    torch.testing.assert_close(out[0, 1], 1.0 * emb.weight + emb.bias)
+
+
+def test_bad_options_name_the_option() -> None:
+    with pytest.raises(ValueError, match="pooling"):
+        SequenceClassifier(Identity(), 4, 2, vocab_size=5, pooling="max")
+    with pytest.raises(ValueError, match="input"):
+        SequenceClassifier(Identity(), 4, 2, vocab_size=5, input="pixels")

@@ -1,0 +1,74 @@
+"""Every config composes and instantiates: each task x model pair, each preset, each group option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from lra_bench.config import available
+from lra_bench.errors import ConfigError
+from lra_bench.config import check_names
+from tests.conftest import compose_config
+
+TASKS = available("task")
+MODELS = available("model")
+EXPERIMENTS = available("experiment")
+
+
+def compose(*overrides: str):
+    return compose_config(["paths.output_dir=/tmp/lra_bench_cfg_test", *overrides])
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("task", TASKS)
+def test_every_model_task_pair_builds(task: str, model: str) -> None:
+    cfg = compose(f"task={task}", f"model={model}")
+    net = instantiate(cfg.model.net)
+    dm = instantiate(cfg.task.datamodule)
+    assert sum(p.numel() for p in net.parameters()) > 0
+    assert dm.batch_size == cfg.task.batch_size
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_preset_composes_and_builds(experiment: str) -> None:
+    cfg = compose(f"experiment={experiment}")
+    check_names(cfg)
+    instantiate(cfg.model.net)
+    instantiate(cfg.task.datamodule)
+    instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+
+
+@pytest.mark.parametrize("trainer", available("trainer"))
+def test_every_trainer_preset_instantiates(trainer: str) -> None:
+    cfg = compose(f"trainer={trainer}", "trainer.accelerator=cpu")
+    instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+
+
+@pytest.mark.parametrize("logger", available("logger"))
+def test_every_logger_preset_instantiates(logger: str, offline_wandb: Path) -> None:
+    cfg = compose(f"logger={logger}", f"paths.output_dir={offline_wandb}")
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    kinds = sorted(type(lg).__name__ for lg in loggers)
+    assert kinds == {"wandb": ["CSVLogger", "WandbLogger"], "csv": ["CSVLogger"], "none": []}[logger]
+
+
+@pytest.mark.parametrize("callbacks", available("callbacks"))
+def test_every_callback_preset_instantiates(callbacks: str) -> None:
+    cfg = compose(f"callbacks={callbacks}")
+    for c in (cfg.get("callbacks") or {}).values():
+        instantiate(c)
+
+
+def test_tool_configs_compose() -> None:
+    for name in ("describe", "data_check"):
+        cfg = compose_config(["experiment=quick"], config_name=name)
+        assert cfg.task.name == "listops"
+
+
+def test_a_task_name_without_its_config_is_rejected_with_the_valid_ones() -> None:
+    cfg = compose()
+    cfg.task.name = "listopz"
+    with pytest.raises(ConfigError, match=r"unknown task 'listopz'; valid tasks: listops"):
+        check_names(cfg)

@@ -1,0 +1,104 @@
+"""Optimizer parameter groups (with the per-parameter override hook) and the lr schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lra_bench.module import LRAModule
+from lra_bench.optim import build_param_groups, describe_param_groups, lr_factor, resolve_warmup
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4)
+        self.proj = nn.Linear(4, 4)
+        self.norm = nn.LayerNorm(4)
+        self.ssm_A = nn.Parameter(torch.zeros(4, 2))
+        self.ssm_A._optim = {"lr": 1e-3, "weight_decay": 0.0}
+        self.ssm_dt = nn.Parameter(torch.zeros(4))
+        self.ssm_dt._optim = {"weight_decay": 0.0}
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.proj(self.embedding(tokens))).mean(1)
+        return self.head(x + self.ssm_A.sum() + self.ssm_dt.sum())
+
+
+def names(group: dict) -> set[str]:
+    return set(group["names"])
+
+
+def test_overrides_get_their_own_groups_and_the_rest_decays_by_default() -> None:
+    groups = build_param_groups(Tiny(), lr=0.01, weight_decay=0.05)
+    assert len(groups) == 3
+    base, a, dt = groups
+    assert names(base) == {"embedding.weight", "proj.weight", "proj.bias", "norm.weight", "norm.bias", "head.weight", "head.bias"}
+    assert base["lr"] == 0.01 and base["weight_decay"] == 0.05
+    assert names(a) == {"ssm_A"} and a["lr"] == 1e-3 and a["weight_decay"] == 0.0
+    assert names(dt) == {"ssm_dt"} and dt["lr"] == 0.01 and dt["weight_decay"] == 0.0
+    text = describe_param_groups(groups)
+    assert "Optimizer group 2 | 1 tensors | 4 params | lr 0.01 | weight_decay 0" in text
+
+
+def test_norms_biases_and_embeddings_can_skip_weight_decay() -> None:
+    base, no_decay, *_ = build_param_groups(Tiny(), lr=0.01, weight_decay=0.05, no_decay_norm_bias_embedding=True)
+    assert names(base) == {"proj.weight", "head.weight"}
+    assert names(no_decay) == {"embedding.weight", "proj.bias", "norm.weight", "norm.bias", "head.bias"}
+    assert no_decay["weight_decay"] == 0.0
+
+
+def test_schedule_shapes() -> None:
+    # linear warmup from start_factor, then linear decay to final_factor
+    assert lr_factor(0, 100, 10, "linear", start_factor=0.1) == pytest.approx(0.1)
+    assert lr_factor(5, 100, 10, "linear") == pytest.approx(0.5)
+    assert lr_factor(10, 100, 10, "linear") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "linear") == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, "linear") == pytest.approx(0.0)
+    assert lr_factor(100, 100, 10, "linear", final_factor=0.1) == pytest.approx(0.1)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(10 + 90 // 3, 100, 10, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi / 3)))
+    assert lr_factor(5, 100, 10, "linear", warmup_power=2) == pytest.approx(0.25)  # Path-X warmup power 2
+    assert lr_factor(40, 100, 10, "rsqrt") == pytest.approx(0.5)
+    assert lr_factor(80, 100, 10, "constant") == 1.0
+    with pytest.raises(ValueError, match="scheduler.decay"):
+        lr_factor(1, 10, 1, "step")
+
+
+def test_warmup_from_steps_or_fraction() -> None:
+    assert resolve_warmup(1000, None, 0.1) == 100
+    assert resolve_warmup(1000, 30, None) == 30
+    with pytest.raises(ValueError, match="only one"):
+        resolve_warmup(1000, 30, 0.1)
+
+
+class Loader(pl.LightningDataModule):
+    def __init__(self, n: int, batch: int) -> None:
+        super().__init__()
+        self.n, self.batch = n, batch
+
+    def train_dataloader(self):
+        tokens = torch.randint(0, 10, (self.n, 5))
+        ds = torch.utils.data.TensorDataset(tokens, torch.full((self.n,), 5), torch.randint(0, 2, (self.n,)))
+        return torch.utils.data.DataLoader(ds, batch_size=self.batch)
+
+
+@pytest.mark.parametrize("accumulate, epochs, expected", [(1, 3, 30), (2, 3, 15), (1, 1, 10)])
+def test_schedule_length_is_derived_from_the_trainer(accumulate: int, epochs: int, expected: int, tmp_path) -> None:
+    """The decay ends exactly at the last optimizer step: epochs x batches / accumulation."""
+    module = LRAModule(Tiny(), 2, {"lr": 0.1, "weight_decay": 0.0}, {"decay": "linear", "warmup_fraction": 0.2})
+    trainer = pl.Trainer(max_epochs=epochs, accumulate_grad_batches=accumulate, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(module, datamodule=Loader(n=40, batch=4))
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert trainer.global_step == expected
+    assert scheduler.last_epoch == expected
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # reached the end of the decay exactly
+    warmup = round(0.2 * expected)
+    assert scheduler.lr_lambdas[0](warmup) == pytest.approx(1.0)
+    assert "Optimizer group 0" in module.param_group_summary

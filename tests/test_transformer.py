@@ -1,0 +1,67 @@
+"""The LRA Transformer backbone: bidirectional, padding from lengths, positions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lra_bench.models.transformer import PositionalEncoding, TransformerEncoder, sinusoidal_table
+
+
+def make(**kw) -> TransformerEncoder:
+    torch.manual_seed(0)
+    args = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32, dropout=0.0, attn_dropout=0.0, max_length=64)
+    return TransformerEncoder(**{**args, **kw}).eval()
+
+
+@pytest.mark.parametrize("prenorm", [True, False])
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned", "none"])
+def test_real_positions_do_not_change_when_padding_is_added(prenorm: bool, positions: str) -> None:
+    model = make(prenorm=prenorm, positions=positions)
+    x = torch.randn(1, 10, 16)
+    alone = model(x, torch.tensor([10]))
+    padded = model(torch.cat([x, torch.randn(1, 7, 16)], dim=1), torch.tensor([10]))
+    torch.testing.assert_close(padded[:, :10], alone, atol=1e-5, rtol=1e-5)
+    assert (padded[:, 10:] == 0).all(), "pad positions come out as zeros"
+
+
+def test_batch_rows_with_different_lengths_match_their_unpadded_outputs() -> None:
+    model = make()
+    xs = [torch.randn(1, n, 16) for n in (5, 12, 9)]
+    batch = torch.zeros(3, 12, 16)
+    for i, x in enumerate(xs):
+        batch[i, : x.size(1)] = x
+    out = model(batch, torch.tensor([5, 12, 9]))
+    for i, x in enumerate(xs):
+        torch.testing.assert_close(out[i : i + 1, : x.size(1)], model(x, torch.tensor([x.size(1)])), atol=1e-5, rtol=1e-5)
+
+
+def test_attention_is_bidirectional() -> None:
+    """Changing a late token changes the output at an early position (no causal mask)."""
+    model = make(n_layers=1)
+    x = torch.randn(1, 8, 16)
+    y = x.clone()
+    y[0, 7] += torch.randn(16)  # not a constant shift: LayerNorm would remove that
+    lengths = torch.tensor([8])
+    assert not torch.allclose(model(x, lengths)[0, 0], model(y, lengths)[0, 0])
+
+
+def test_sinusoidal_table_matches_the_formula() -> None:
+    t = sinusoidal_table(50, 8)
+    pos, i = 17, 2  # channel pair i uses frequency 10000^(-2i/d)
+    freq = 10000 ** (-2 * i / 8)
+    assert t[pos, 2 * i].item() == pytest.approx(torch.sin(torch.tensor(pos * freq)).item(), abs=1e-6)
+    assert t[pos, 2 * i + 1].item() == pytest.approx(torch.cos(torch.tensor(pos * freq)).item(), abs=1e-6)
+
+
+def test_too_long_input_names_the_option() -> None:
+    with pytest.raises(ValueError, match="max_length"):
+        PositionalEncoding("learned", 4, 8)(torch.zeros(1, 5, 8))
+
+
+def test_projections_have_no_bias_and_are_xavier_initialised() -> None:
+    attn = make().layers[0].attn
+    assert attn.qkv.bias is None and attn.out.bias is None
+    bound = (6 / (16 + 16)) ** 0.5  # xavier-uniform bound of each (16 -> 16) q/k/v block
+    assert attn.qkv.weight.abs().max() <= bound + 1e-6
+    assert attn.qkv.weight.abs().max() > 0.8 * bound
