@@ -1,0 +1,196 @@
+"""Shared pieces of every LRA DataModule: the cached dataset, per-batch padding with true lengths, loaders.
+
+Batches are ``Batch(tokens, lengths, labels)`` (or ``PairBatch`` for Retrieval), padded to the
+longest row of the batch. Padding is id 0 but models never infer it from the ids: they use
+``lengths``, so a pixel value of 0 stays data.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lra_bench.data.cache import SplitCache
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class Batch(NamedTuple):
+    """tokens: (B, L) long, right-padded with 0; lengths: (B,) long, true lengths; labels: (B,) long."""
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor
+
+
+class PairBatch(NamedTuple):
+    """Two documents per example (Retrieval), each padded on its own, and one label."""
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    tokens2: torch.Tensor
+    lengths2: torch.Tensor
+    labels: torch.Tensor
+
+
+class ArrowSequenceDataset(Dataset):
+    """Rows of one cached split, read zero-copy from its memory-mapped Arrow file.
+
+    Each item is ``(ids, label)`` or ``(ids, ids2, label)`` with ``ids`` a NumPy view. The arrays are
+    re-opened lazily in each worker process instead of being pickled.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._columns: dict[str, list[tuple[np.ndarray, np.ndarray]]] | None = None
+        self._open()
+
+    def _open(self) -> None:
+        from datasets import Dataset as HFDataset
+
+        table = HFDataset.from_file(str(self.path)).data.table
+        self.paired = "input_ids2" in table.column_names
+        names = ["input_ids", "input_ids2"] if self.paired else ["input_ids"]
+        self._columns = {
+            name: [(c.offsets.to_numpy(), c.values.to_numpy(zero_copy_only=True)) for c in table.column(name).chunks]
+            for name in names
+        }
+        chunk_rows = [len(c) for c in table.column("label").chunks]
+        self._starts = np.concatenate([[0], np.cumsum(chunk_rows)]).astype(np.int64)
+        self.labels = table.column("label").to_numpy()
+        self.lengths = table.column("length").to_numpy()
+        self.lengths2 = table.column("length2").to_numpy() if self.paired else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._open()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _row(self, name: str, index: int) -> np.ndarray:
+        chunk = int(np.searchsorted(self._starts, index, side="right")) - 1
+        offsets, values = self._columns[name][chunk]
+        i = index - self._starts[chunk]
+        return values[offsets[i] : offsets[i + 1]]
+
+    def __getitem__(self, index: int) -> tuple:
+        if index < 0:
+            index += len(self)
+        label = int(self.labels[index])
+        if self.paired:
+            return self._row("input_ids", index), self._row("input_ids2", index), label
+        return self._row("input_ids", index), label
+
+
+def pad_rows(rows: list[np.ndarray], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D id arrays to the longest one: returns tokens (B, L) long and lengths (B,) long."""
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    tokens = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.from_numpy(np.asarray(r, dtype=np.int64))
+    return tokens, lengths
+
+
+def collate(items: list[tuple]) -> Batch | PairBatch:
+    """Pad a list of dataset items into a ``Batch`` (or ``PairBatch`` for two-document items)."""
+    labels = torch.tensor([it[-1] for it in items], dtype=torch.long)
+    tokens, lengths = pad_rows([it[0] for it in items])
+    if len(items[0]) == 3:
+        tokens2, lengths2 = pad_rows([it[1] for it in items])
+        return PairBatch(tokens, lengths, tokens2, lengths2, labels)
+    return Batch(tokens, lengths, labels)
+
+
+class LRADataModule(pl.LightningDataModule, ABC):
+    """Locate the source data, preprocess it once into the Arrow cache, serve padded batches.
+
+    Subclasses say where the data lies (``locate``), which options change the preprocessing
+    (``cache_options``) and how one split is written (``write_split``).
+    """
+
+    task_name: str = "task"
+    token_dtype: str = "uint8"
+
+    def __init__(
+        self,
+        data_dir: str,
+        cache_dir: str,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 42,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.cache_dir = Path(cache_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.datasets: dict[str, ArrowSequenceDataset] = {}
+        self._cache: SplitCache | None = None
+
+    # --- what subclasses provide -------------------------------------------------------------
+    @abstractmethod
+    def cache_options(self) -> dict[str, Any]:
+        """Every option that changes the cached arrays, including the source files' identity."""
+
+    @abstractmethod
+    def write_split(self, split: str, path: Path) -> dict[str, Any]:
+        """Write one split to ``path`` (an Arrow file); return statistics to keep in meta.json."""
+
+    # --- cache -------------------------------------------------------------------------------
+    @property
+    def cache(self) -> SplitCache:
+        if self._cache is None:
+            self._cache = SplitCache(self.cache_dir, self.task_name, self.cache_options(), SPLITS)
+        return self._cache
+
+    def prepare_data(self) -> None:
+        if not self.cache.is_complete():
+            log.info("preprocessing %s into %s", self.task_name, self.cache.dir)
+        self.cache.build(self.write_split)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.datasets:
+            self.prepare_data()  # no-op when the cache exists; covers setup() without prepare_data()
+            self.datasets = {split: ArrowSequenceDataset(self.cache.path(split)) for split in SPLITS}
+
+    # --- loaders -----------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            drop_last=False,  # eval loaders keep their last partial batch; train keeps it too
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
