@@ -21,7 +21,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.install-stamp
 DATA  := $(abspath $(DATA_DIR))
 
-.PHONY: help install test test-slow test-all lra-task data data-quick data-listops clean clean-cache distclean
+.PHONY: help install test test-slow test-all lra-task data data-quick data-listops bench-data clean clean-cache distclean
 
 help: ## list the targets
 	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
@@ -69,6 +69,9 @@ data-quick: install ## the short ListOps variant of the quick default (data/list
 
 data-listops: install ## full LRA ListOps, 96K/2K/2K (data/listops-1000), about 30 s on 2 cores
 	@test -f $(DATA)/listops-1000/basic_test.tsv || $(PY) -m data_prep.listops --out-dir $(DATA)/listops-1000 --seed 0
+
+bench-data: install ## benchmark the ListOps generator (full split, 3 repeats, 2 workers): time and peak memory
+	$(PY) -m data_prep.bench_listops --repeats 3 --workers 2
 
 clean: ## remove run outputs and Python caches (keeps data and .venv)
 	rm -rf logs outputs multirun lightning_logs wandb .pytest_cache

@@ -46,10 +46,11 @@ def resolve_wandb_mode(mode: str = "auto") -> tuple[str, str | None]:
         return ("offline" if env == "dryrun" else env), None
     if mode != "auto":
         return mode, None
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host = url.hostname or "api.wandb.ai"
     if not _has_credentials(host):
         return "offline", f"W&B: no credentials for {host}; logging offline (sync later with `wandb sync <run dir>`)"
-    if not _reachable(host):
+    if not _reachable(host, url.port or 443):
         return "offline", f"W&B: {host} is unreachable; logging offline (sync later with `wandb sync <run dir>`)"
     return "online", None
 
