@@ -13,15 +13,15 @@ MODEL      ?=
 ARGS       ?=
 
 TASKS  := listops
-MODELS := transformer
-DEFAULT_MODEL := transformer
+MODELS := mega mega_chunk transformer
+DEFAULT_MODEL := mega
 
 BIN   := $(VENV)/bin
 PY    := $(BIN)/python
 STAMP := $(VENV)/.install-stamp
 DATA  := $(abspath $(DATA_DIR))
 
-.PHONY: help install test test-slow test-all lra-task data data-quick data-listops bench-data clean clean-cache distclean
+.PHONY: help install test test-slow test-all lra-task data data-quick data-listops bench-data bench-mega clean clean-cache distclean
 
 help: ## list the targets
 	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
@@ -49,16 +49,16 @@ test-slow: install ## slow checks only (CI runs them too)
 
 test-all: test test-slow ## both suites
 
-lra-task: install ## train: no TASK/MODEL = quick CPU default; else experiment=lra/MODEL-TASK
-ifeq ($(TASK)$(MODEL),)
+lra-task: install ## train: no TASK = quick CPU default (MODEL=... picks its model); TASK=... = experiment=lra/MODEL-TASK
+	@m="$(or $(MODEL),$(DEFAULT_MODEL))"; \
+	case " $(MODELS) " in *" $$m "*) ;; *) echo "error: unknown MODEL=$$m; valid models: $(MODELS)"; exit 2;; esac
+ifeq ($(TASK),)
 	@$(MAKE) --no-print-directory data-quick
-	$(PY) -m lra_bench.train experiment=quick paths.data_dir=$(DATA) $(ARGS)
+	$(PY) -m lra_bench.train experiment=quick model=$(or $(MODEL),$(DEFAULT_MODEL)) paths.data_dir=$(DATA) $(ARGS)
 else
-	@t="$(or $(TASK),listops)"; m="$(or $(MODEL),$(DEFAULT_MODEL))"; \
-	case " $(TASKS) " in *" $$t "*) ;; *) echo "error: unknown TASK=$$t; valid tasks: $(TASKS)"; exit 2;; esac; \
-	case " $(MODELS) " in *" $$m "*) ;; *) echo "error: unknown MODEL=$$m; valid models: $(MODELS)"; exit 2;; esac; \
-	if [ "$$t" = listops ]; then $(MAKE) --no-print-directory data-listops; fi; \
-	$(PY) -m lra_bench.train experiment=lra/$$m-$$t paths.data_dir=$(DATA) $(ARGS)
+	@case " $(TASKS) " in *" $(TASK) "*) ;; *) echo "error: unknown TASK=$(TASK); valid tasks: $(TASKS)"; exit 2;; esac
+	@if [ "$(TASK)" = listops ]; then $(MAKE) --no-print-directory data-listops; fi
+	$(PY) -m lra_bench.train experiment=lra/$(or $(MODEL),$(DEFAULT_MODEL))-$(TASK) paths.data_dir=$(DATA) $(ARGS)
 endif
 
 data: data-quick data-listops ## generate every locally generated data set under DATA_DIR
@@ -72,6 +72,9 @@ data-listops: install ## full LRA ListOps, 96K/2K/2K (data/listops-1000), about 
 
 bench-data: install ## benchmark the ListOps generator (full split, 3 repeats, 2 workers): time and peak memory
 	$(PY) -m data_prep.bench_listops --repeats 3 --workers 2
+
+bench-mega: install ## Mega vs the Hugging Face port: tokens/s and peak memory at 1K/4K/16K (bench_results/mega)
+	$(PY) -m lra_bench.bench_mega --out bench_results/mega
 
 clean: ## remove run outputs and Python caches (keeps data and .venv)
 	rm -rf logs outputs multirun lightning_logs wandb .pytest_cache
