@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.errors import ConfigError, LRAError
 
@@ -33,6 +33,24 @@ def check_names(cfg: DictConfig) -> None:
         valid = available(group)
         if name not in valid:
             raise ConfigError(f"unknown {group} {name!r}; valid {group}s: {', '.join(valid)} (conf/{group}/)")
+
+
+def resolve_vocab_size(cfg: DictConfig, datamodule: Any | None = None) -> None:
+    """Fill ``task.vocab_size`` from the data when the tokenizer builds its vocabulary (``chars``).
+
+    A DataModule that knows its vocabulary exposes ``vocab_size``; it wins over the config, which
+    holds the fixed sizes (bytes 257, pixels 256, ListOps 17) or null for data-dependent ones.
+    """
+    if datamodule is None and OmegaConf.select(cfg, "task.vocab_size") is not None:
+        return
+    if datamodule is None:
+        from hydra.utils import instantiate
+
+        datamodule = instantiate(cfg.task.datamodule)
+    size = getattr(datamodule, "vocab_size", None)
+    if size is not None and size != cfg.task.vocab_size:
+        with open_dict(cfg):
+            cfg.task.vocab_size = int(size)
 
 
 def exit_on_lra_error(fn: Callable[..., Any]) -> Callable[..., Any]:

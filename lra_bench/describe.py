@@ -14,11 +14,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lra_bench.callbacks import count_parameters
-from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error
+from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error, resolve_vocab_size
 
 
 def describe(cfg: DictConfig) -> dict:
     check_names(cfg)
+    resolve_vocab_size(cfg)  # reads the data only when the vocabulary comes from it
     net = instantiate(cfg.model.net)
     by_module = {name: sum(p.numel() for p in child.parameters()) for name, child in net.named_children()}
     return {"task": cfg.task.name, "model": cfg.model.name, **count_parameters(net), "params_by_module": by_module}

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lra_bench.callbacks import SpeedMonitor, count_parameters
-from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error
+from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error, resolve_vocab_size
 from lra_bench.loggers import finish_wandb
 from lra_bench.module import LRAModule
 from lra_bench.summary import print_summary
@@ -42,6 +42,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Traine
     """Instantiate the datamodule, the LightningModule and the trainer (with callbacks and loggers)."""
     check_names(cfg)
     datamodule = instantiate(cfg.task.datamodule)
+    resolve_vocab_size(cfg, datamodule)
     net = instantiate(cfg.model.net)
     module = LRAModule(
         net,

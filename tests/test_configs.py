@@ -70,5 +70,5 @@ def test_tool_configs_compose() -> None:
 def test_a_task_name_without_its_config_is_rejected_with_the_valid_ones() -> None:
     cfg = compose()
     cfg.task.name = "listopz"
-    with pytest.raises(ConfigError, match=r"unknown task 'listopz'; valid tasks: listops"):
+    with pytest.raises(ConfigError, match=r"unknown task 'listopz'; valid tasks: image, listops, pathfinder, pathx, retrieval, text"):
         check_names(cfg)

@@ -95,9 +95,42 @@ class ArrowSequenceDataset(Dataset):
         return self._row("input_ids", index), label
 
 
+class ImageArrayDataset(Dataset):
+    """Fixed-length rows (flattened grayscale images, uint8) from ``<split>.npy`` and ``<split>_labels.npy``.
+
+    Both are memory-mapped, never loaded whole (Path-X: 200K x 16384 bytes), and re-opened in each worker.
+    """
+
+    def __init__(self, images: str | Path, labels: str | Path):
+        self.images_path, self.labels_path = Path(images), Path(labels)
+        self._open()
+
+    def _open(self) -> None:
+        self.images = np.load(self.images_path, mmap_mode="r")
+        self.labels = np.load(self.labels_path)
+        self.lengths = np.full(len(self.labels), self.images.shape[1], dtype=np.int64)
+        self.lengths2 = None
+        self.paired = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"images_path": self.images_path, "labels_path": self.labels_path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.images_path, self.labels_path = state["images_path"], state["labels_path"]
+        self._open()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return self.images[index], int(self.labels[index])
+
+
 def pad_rows(rows: list[np.ndarray], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad 1-D id arrays to the longest one: returns tokens (B, L) long and lengths (B,) long."""
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    if bool((lengths == lengths[0]).all()):  # fixed-length rows (images): one stack, no padding
+        return torch.from_numpy(np.stack(rows).astype(np.int64)), lengths
     tokens = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
         tokens[i, : len(r)] = torch.from_numpy(np.asarray(r, dtype=np.int64))
@@ -151,8 +184,12 @@ class LRADataModule(pl.LightningDataModule, ABC):
         """Every option that changes the cached arrays, including the source files' identity."""
 
     @abstractmethod
-    def write_split(self, split: str, path: Path) -> dict[str, Any]:
-        """Write one split to ``path`` (an Arrow file); return statistics to keep in meta.json."""
+    def write_split(self, split: str, folder: Path) -> dict[str, Any]:
+        """Write one split's files into ``folder``; return statistics to keep in meta.json."""
+
+    def open_split(self, split: str) -> Dataset:
+        """The dataset of one cached split (token rows in Arrow by default)."""
+        return ArrowSequenceDataset(self.cache.path(split))
 
     # --- cache -------------------------------------------------------------------------------
     @property
@@ -169,7 +206,7 @@ class LRADataModule(pl.LightningDataModule, ABC):
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
             self.prepare_data()  # no-op when the cache exists; covers setup() without prepare_data()
-            self.datasets = {split: ArrowSequenceDataset(self.cache.path(split)) for split in SPLITS}
+            self.datasets = {split: self.open_split(split) for split in SPLITS}
 
     # --- loaders -----------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

@@ -1,6 +1,6 @@
 """Preprocessed splits cached once as memory-mapped Arrow files, keyed by every preprocessing option.
 
-Layout: ``<cache_dir>/<task>-<key>/{train,val,test}.arrow`` plus ``meta.json``. The key is a hash of
+Layout: ``<cache_dir>/<task>-<key>/`` with each split's files plus ``meta.json``. The key is a hash of
 the options (which include the source files' size and mtime), so changing an option or the source
 data builds a new cache and never reuses a stale one. A cache is built in a temporary folder and
 renamed into place, and ``meta.json`` (with each file's size) is its completion marker; a file lock
@@ -40,30 +40,37 @@ def source_identity(path: Path) -> dict[str, Any]:
 
 
 class SplitCache:
-    """The cache folder of one task under one set of options."""
+    """The cache folder of one task under one set of options.
+
+    Each split is written by ``write_split(split, folder) -> stats`` as whatever files the task needs
+    (``<split>.arrow`` for token rows, ``<split>.npy`` memory maps for images); ``meta.json`` records every
+    file's size and is written last.
+    """
 
     def __init__(self, cache_dir: str | Path, task: str, options: dict[str, Any], splits: Iterable[str]):
         self.options = options
         self.splits = tuple(splits)
         self.dir = Path(cache_dir) / f"{task}-{cache_key(options)}"
 
-    def path(self, split: str) -> Path:
-        return self.dir / f"{split}.arrow"
+    def path(self, split: str, suffix: str = ".arrow") -> Path:
+        return self.dir / f"{split}{suffix}"
 
     @property
     def meta_path(self) -> Path:
         return self.dir / "meta.json"
 
     def is_complete(self) -> bool:
-        """True when meta.json exists and every split file has the size it recorded."""
+        """True when meta.json exists and every file it lists has the size it recorded."""
         try:
             meta = json.loads(self.meta_path.read_text())
-        except (OSError, ValueError):
+            sizes = meta["sizes"]
+        except (OSError, ValueError, KeyError):
             return False
-        sizes = meta.get("sizes", {})
-        for split in self.splits:
-            p = self.path(split)
-            if split not in sizes or not p.is_file() or p.stat().st_size != sizes[split]:
+        if not sizes:
+            return False
+        for name, size in sizes.items():
+            p = self.dir / name
+            if not p.is_file() or p.stat().st_size != size:
                 return False
         return True
 
@@ -71,7 +78,7 @@ class SplitCache:
         return json.loads(self.meta_path.read_text())
 
     def build(self, write_split: Callable[[str, Path], dict[str, Any]]) -> dict[str, Any]:
-        """Build every split with ``write_split(split, path) -> stats`` unless a complete cache exists."""
+        """Build every split unless a complete cache exists; another process building it is waited for."""
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.dir) + ".lock"):
             if self.is_complete():
@@ -83,15 +90,12 @@ class SplitCache:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             try:
-                stats = {split: write_split(split, tmp / f"{split}.arrow") for split in self.splits}
+                stats = {split: write_split(split, tmp) for split in self.splits}
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            meta = {
-                "options": self.options,
-                "stats": stats,
-                "sizes": {split: (tmp / f"{split}.arrow").stat().st_size for split in self.splits},
-            }
+            sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+            meta = {"options": self.options, "stats": stats, "sizes": sizes}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
             os.replace(tmp, self.dir)
             return meta

@@ -121,8 +121,9 @@ class ListOpsDataModule(LRADataModule):
             "sources": {s: source_identity(self.source_dir / f) for s, f in SPLIT_FILES.items()},
         }
 
-    def write_split(self, split: str, path: Path) -> dict[str, Any]:
+    def write_split(self, split: str, folder: Path) -> dict[str, Any]:
         src = self.source_dir / SPLIT_FILES[split]
+        path = folder / f"{split}.arrow"
         truncated = 0
         labels = np.zeros(NUM_CLASSES, dtype=np.int64)
         with ArrowRowWriter(path, dtype=self.token_dtype) as writer:

@@ -50,6 +50,7 @@ class SequenceClassifier(nn.Module):
     """Classifies one sequence, or a pair through a shared encoder (``pair=True``, Retrieval).
 
     input: ``tokens`` (ids -> ``TokenEmbedding``) or ``real`` (pixel values -> ``RealNumberEmbedding``).
+    padding_idx: the id whose embedding row is frozen (0 for text; None for pixel tokens, where 0 is black).
     pair_features: ``concat`` = [u, v] (LRA, Mega) or ``nli`` = [u, v, u*v, u-v] (S4).
     """
 
@@ -60,6 +61,7 @@ class SequenceClassifier(nn.Module):
         num_classes: int,
         vocab_size: int = 0,
         input: str = "tokens",
+        padding_idx: int | None = 0,
         embed_init_std: float | None = None,
         embed_dropout: float = 0.0,
         pixel_mean: float = 0.0,
@@ -80,7 +82,7 @@ class SequenceClassifier(nn.Module):
         if input == "tokens":
             if vocab_size < 2:
                 raise ValueError(f"token input needs vocab_size >= 2, got {vocab_size}")
-            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std)
+            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std, padding_idx)
         elif input == "real":
             self.embedding = RealNumberEmbedding(d_model, mean=pixel_mean, std=pixel_std)
         else:

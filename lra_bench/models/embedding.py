@@ -7,14 +7,15 @@ from torch import nn
 
 
 class TokenEmbedding(nn.Embedding):
-    """``nn.Embedding`` with pad id 0 and a chosen init: N(0, 1) in LRA, N(0, D^-1/2) in Mega.
+    """``nn.Embedding`` with a chosen init: N(0, 1) in LRA, N(0, D^-1/2) in Mega.
 
-    ``init_std=None`` means D^-1/2. The pad row is initialised like the others (as Mega does);
-    pads never reach the output because every backbone masks them by length.
+    ``init_std=None`` means D^-1/2. ``padding_idx`` is 0 for text (its row gets no gradient) and None
+    for pixel tokens, where 0 is a black pixel. The pad row is initialised like the others (as Mega
+    does); pads never reach the output because every backbone masks them by length.
     """
 
-    def __init__(self, vocab_size: int, dim: int, init_std: float | None = None):
-        super().__init__(vocab_size, dim, padding_idx=0)
+    def __init__(self, vocab_size: int, dim: int, init_std: float | None = None, padding_idx: int | None = 0):
+        super().__init__(vocab_size, dim, padding_idx=padding_idx)
         std = dim**-0.5 if init_std is None else init_std
         nn.init.normal_(self.weight, mean=0.0, std=std)
 
