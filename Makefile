@@ -12,7 +12,7 @@ TASK       ?=
 MODEL      ?=
 ARGS       ?=
 
-TASKS  := listops
+TASKS  := listops text retrieval image pathfinder pathx
 MODELS := mega mega_chunk transformer
 DEFAULT_MODEL := mega
 

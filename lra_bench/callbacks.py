@@ -80,11 +80,12 @@ class SpeedMonitor(pl.Callback):
         samples, tokens = int(batch[-1].numel()), count_tokens(batch)
         self._window.append((dt, samples, tokens))
         self._steps_seen += 1
-        if self._steps_seen > self.warmup_steps:
-            self.step_times.append(dt)
-            self.samples += samples
-            self.tokens += tokens
-            self.timed_seconds += dt
+        if self._steps_seen == self.warmup_steps + 1:  # the first timed step: drop the warm-up figures
+            self.step_times, self.samples, self.tokens, self.timed_seconds = [], 0, 0, 0.0
+        self.step_times.append(dt)
+        self.samples += samples
+        self.tokens += tokens
+        self.timed_seconds += dt
         self.peak_mb = max(self.peak_mb, peak_memory_mb(pl_module.device))
         if len(self._window) >= max(1, trainer.log_every_n_steps) or trainer.is_last_batch:
             seconds = sum(w[0] for w in self._window)
