@@ -11,6 +11,7 @@ DATA_DIR   ?= $(if $(LRA_DATA_DIR),$(LRA_DATA_DIR),data)
 TASK       ?=
 MODEL      ?=
 ARGS       ?=
+WORKERS    ?= $(shell nproc 2>/dev/null || echo 2)
 
 TASKS  := listops text retrieval image pathfinder pathx
 MODELS := mega mega_chunk transformer
@@ -21,7 +22,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.install-stamp
 DATA  := $(abspath $(DATA_DIR))
 
-.PHONY: help install test test-slow test-all lra-task data data-quick data-listops bench-data bench-mega clean clean-cache distclean
+.PHONY: help install test test-slow test-all lra-task data data-quick data-listops bench-data bench-pathfinder bench-mega clean clean-cache distclean
 
 help: ## list the targets
 	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
@@ -58,10 +59,24 @@ ifeq ($(TASK),)
 else
 	@case " $(TASKS) " in *" $(TASK) "*) ;; *) echo "error: unknown TASK=$(TASK); valid tasks: $(TASKS)"; exit 2;; esac
 	@if [ "$(TASK)" = listops ]; then $(MAKE) --no-print-directory data-listops; fi
+	@if [ "$(TASK)" = pathfinder ] && ! ls $(DATA)/pathfinder32/curv_contour_length_14/metadata/*.npy >/dev/null 2>&1 && \
+	    ! ls $(DATA)/*/*/pathfinder32 >/dev/null 2>&1; then $(MAKE) --no-print-directory data TASK=pathfinder; fi
 	$(PY) -m lra_bench.train experiment=lra/$(or $(MODEL),$(DEFAULT_MODEL))-$(TASK) paths.data_dir=$(DATA) $(ARGS)
 endif
 
-data: data-quick data-listops ## generate every locally generated data set under DATA_DIR
+PF_IMAGES ?= 200000
+data: install ## data for TASK (generate listops/pathfinder/pathx, download text/image/retrieval); no TASK = both ListOps sets
+ifeq ($(TASK),)
+	@$(MAKE) --no-print-directory data-quick data-listops
+else ifeq ($(TASK),listops)
+	@$(MAKE) --no-print-directory data-listops
+else ifeq ($(TASK),pathfinder)
+	$(PY) -m data_prep.pathfinder --out-dir $(DATA) --resolution 32 --difficulty curv_contour_length_14 --num-images $(PF_IMAGES) --workers $(WORKERS)
+else ifeq ($(TASK),pathx)
+	$(PY) -m data_prep.pathfinder --out-dir $(DATA) --resolution 128 --difficulty curv_contour_length_14 --num-images $(PF_IMAGES) --workers $(WORKERS)
+else
+	$(PY) -m data_prep.fetch --task $(TASK) --data-dir $(DATA)
+endif
 
 data-quick: install ## the short ListOps variant of the quick default (data/listops-quick)
 	@test -f $(DATA)/listops-quick/basic_test.tsv || $(PY) -m data_prep.listops --out-dir $(DATA)/listops-quick \
@@ -72,6 +87,10 @@ data-listops: install ## full LRA ListOps, 96K/2K/2K (data/listops-1000), about 
 
 bench-data: install ## benchmark the ListOps generator (full split, 3 repeats, 2 workers): time and peak memory
 	$(PY) -m data_prep.bench_listops --repeats 3 --workers 2
+
+bench-pathfinder: install ## Pathfinder generator speed on a sample (32px and 128px), projected to 200K images
+	$(PY) -m data_prep.bench_pathfinder --resolution 32 --num-images 400 --workers 2
+	$(PY) -m data_prep.bench_pathfinder --resolution 128 --num-images 80 --workers 2 --repeats 2
 
 bench-mega: install ## Mega vs the Hugging Face port: tokens/s and peak memory at 1K/4K/16K (bench_results/mega)
 	$(PY) -m lra_bench.bench_mega --out bench_results/mega
