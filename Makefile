@@ -14,7 +14,7 @@ ARGS       ?=
 WORKERS    ?= $(shell nproc 2>/dev/null || echo 2)
 
 TASKS  := listops text retrieval image pathfinder pathx
-MODELS := mega mega_chunk transformer
+MODELS := mega mega_chunk transformer s4 s4d
 DEFAULT_MODEL := mega
 
 BIN   := $(VENV)/bin
@@ -22,7 +22,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.install-stamp
 DATA  := $(abspath $(DATA_DIR))
 
-.PHONY: help install test test-slow test-all lra-task data data-quick data-listops bench-data bench-pathfinder bench-mega clean clean-cache distclean
+.PHONY: help install test test-slow test-all lra-task data data-quick data-listops bench-data bench-pathfinder bench-mega bench-s4 clean clean-cache distclean
 
 help: ## list the targets
 	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
@@ -91,6 +91,9 @@ bench-data: install ## benchmark the ListOps generator (full split, 3 repeats, 2
 bench-pathfinder: install ## Pathfinder generator speed on a sample (32px and 128px), projected to 200K images
 	$(PY) -m data_prep.bench_pathfinder --resolution 32 --num-images 400 --workers 2
 	$(PY) -m data_prep.bench_pathfinder --resolution 128 --num-images 80 --workers 2 --repeats 2
+
+bench-s4: install ## S4 and S4D step speed and memory at 1K/4K/16K against the public S4 block (bench_results/s4)
+	$(PY) -m lra_bench.bench_s4 --out bench_results/s4
 
 bench-mega: install ## Mega vs the Hugging Face port: tokens/s and peak memory at 1K/4K/16K (bench_results/mega)
 	$(PY) -m lra_bench.bench_mega --out bench_results/mega

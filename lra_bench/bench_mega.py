@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from lra_bench.benchmarking import peak_rss_mb, run_cell, time_step
 
 D, H, Z, N, F_, LAYERS, CHUNK, TRUNCATION = 128, 256, 64, 16, 256, 4, 128, 1024
 MODELS = ("mega_chunk", "mega", "hf_chunk", "hf_full", "hf_chunk_default", "hf_full_default")
@@ -71,30 +69,14 @@ def measure_cell(model: str, length: int, batch: int, warmup: int, repeats: int)
     net, step = build(model, length)
     net.train()
     x = torch.randn(batch, length, D)
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
+
+    def train_step() -> None:
         step(x).sum().backward()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
         net.zero_grad(set_to_none=True)
-    med = statistics.median(times)
-    return {
-        "model": model, "length": length, "batch": batch, "median_s": med, "min_s": min(times), "max_s": max(times),
-        "tokens_per_s": batch * length / med, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "threads": torch.get_num_threads(),
-    }
 
-
-def run_cell(model: str, length: int, batch: int, warmup: int, repeats: int, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "lra_bench.bench_mega", "--cell", model, str(length), str(batch), str(warmup), str(repeats)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"model": model, "length": length, "batch": batch, "skipped": f"over {timeout:.0f} s"}
-    if proc.returncode:
-        return {"model": model, "length": length, "batch": batch, "skipped": proc.stderr.strip().splitlines()[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    timing = time_step(train_step, warmup, repeats)
+    return {"model": model, "length": length, "batch": batch, **timing, "tokens_per_s": batch * length / timing["median_s"],
+            "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads()}
 
 
 def ratios(rows: list[dict]) -> list[tuple[str, float | None, float]]:
@@ -158,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             if "full" in model or model == "mega":
                 if length > args.full_max_length:
                     continue
-            row = run_cell(model, length, args.batch, args.warmup, args.repeats, args.timeout)
+            row = {"model": model, "length": length, "batch": args.batch,
+                   **run_cell("lra_bench.bench_mega", [model, str(length), str(args.batch), str(args.warmup), str(args.repeats)], args.timeout)}
             rows.append(row)
             shown = row.get("skipped") or f"{row['tokens_per_s']:,.0f} tokens/s, median {row['median_s']:.3f} s, peak {row['peak_rss_mb']:,.0f} MB"
             print(f"{model:>17} L={length:<6} {shown}", flush=True)

@@ -11,18 +11,26 @@ import json
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.callbacks import count_parameters
 from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error, resolve_vocab_size
+from lra_bench.errors import LRAError
 
 
 def describe(cfg: DictConfig) -> dict:
     check_names(cfg)
-    resolve_vocab_size(cfg)  # reads the data only when the vocabulary comes from it
+    note = None
+    try:
+        resolve_vocab_size(cfg)  # reads the data only when the vocabulary comes from it
+    except LRAError as e:  # the non-embedding count does not depend on the vocabulary
+        with open_dict(cfg):
+            cfg.task.vocab_size = 256
+        note = f"vocabulary comes from the data, which is not there ({e}); counted with 256 tokens"
     net = instantiate(cfg.model.net)
     by_module = {name: sum(p.numel() for p in child.parameters()) for name, child in net.named_children()}
-    return {"task": cfg.task.name, "model": cfg.model.name, **count_parameters(net), "params_by_module": by_module}
+    info = {"task": cfg.task.name, "model": cfg.model.name, **count_parameters(net), "params_by_module": by_module}
+    return info | ({"note": note} if note else {})
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="describe")

@@ -6,6 +6,8 @@ Mega, S4 and the Transformer drop in unchanged. Pooling uses true lengths (pads 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -17,25 +19,28 @@ PAIR_FEATURES = ("concat", "nli")
 
 
 class ClassifierHead(nn.Module):
-    """Linear(d_in, hidden) -> dropout -> activation -> Linear(hidden, classes).
+    """[Linear(d, hidden) -> dropout -> activation] per hidden size, then Linear(last, classes).
 
-    Mega's head is exactly this with GELU and no output bias; LRA's is ReLU with a bias and no
-    dropout. ``hidden=0`` gives a single Linear.
+    Mega's head is one hidden layer (2D) with GELU and no output bias; LRA's Transformer uses ReLU with
+    biases (two hidden layers on Retrieval); S4 decodes with a single Linear (``hidden=0``).
     """
 
-    def __init__(
-        self, d_in: int, num_classes: int, hidden: int, activation: str, dropout: float, out_bias: bool
-    ):
+    def __init__(self, d_in: int, num_classes: int, hidden: int | Sequence[int], activation: str, dropout: float,
+                 out_bias: bool):
         super().__init__()
         acts = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
         if activation not in acts:
             raise ValueError(f"head activation must be one of {sorted(acts)}, got {activation!r}")
-        if hidden:
-            self.net = nn.Sequential(
-                nn.Linear(d_in, hidden), nn.Dropout(dropout), acts[activation](), nn.Linear(hidden, num_classes, out_bias)
-            )
-        else:
-            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_in, num_classes, out_bias))
+        sizes = [h for h in ([hidden] if isinstance(hidden, int) else list(hidden)) if h]
+        layers: list[nn.Module] = []
+        width = d_in
+        for h in sizes:
+            layers += [nn.Linear(width, h), nn.Dropout(dropout), acts[activation]()]
+            width = h
+        if not sizes:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(width, num_classes, bias=out_bias))
+        self.net = nn.Sequential(*layers)
         for m in self.net:
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -67,7 +72,7 @@ class SequenceClassifier(nn.Module):
         pixel_mean: float = 0.0,
         pixel_std: float = 1.0,
         pooling: str = "mean",
-        head_hidden: int = 0,
+        head_hidden: int | Sequence[int] = 0,
         head_activation: str = "gelu",
         head_dropout: float = 0.0,
         head_out_bias: bool = True,

@@ -1,0 +1,53 @@
+"""Shared pieces of the benchmark commands: timing a training step, and one subprocess per cell.
+
+A cell (one model at one length) runs in a fresh Python process so its peak memory is its own: on CPU
+the peak RSS of that process, on CUDA the allocator's peak. The child prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_step(step: Callable[[], None], warmup: int, repeats: int, device: torch.device | None = None) -> dict[str, float]:
+    """Run ``step`` warmup + repeats times; the median, min and max of the timed ones (seconds)."""
+    times = []
+    for i in range(warmup + repeats):
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+
+
+def run_cell(module: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """``python -m module --cell *args`` in a fresh process; its last stdout line is the JSON result.
+
+    A cell over the time budget, or one that fails (out of memory, say), comes back with ``skipped``."""
+    cmd = [sys.executable, "-m", module, "--cell", *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"over {timeout:.0f} s"}
+    if proc.returncode:
+        lines = (proc.stderr or "").strip().splitlines() or [f"exit status {proc.returncode}"]
+        reason = "killed (out of memory?)" if proc.returncode in (-9, 137) else lines[-1][:200]
+        return {"skipped": reason}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
