@@ -85,6 +85,9 @@ class SequenceClassifier(nn.Module):
         if pair_features not in PAIR_FEATURES:
             raise ValueError(f"pair_features must be one of {PAIR_FEATURES}, got {pair_features!r}")
         if input == "tokens":
+            if vocab_size is None:
+                raise ValueError("vocab_size is None: a tokenizer that builds its vocabulary from the data fills it in "
+                                 "(lra_bench.train does); pass task.vocab_size=<n> when building the model by hand")
             if vocab_size < 2:
                 raise ValueError(f"token input needs vocab_size >= 2, got {vocab_size}")
             self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std, padding_idx)
