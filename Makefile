@@ -22,7 +22,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.install-stamp
 DATA  := $(abspath $(DATA_DIR))
 
-.PHONY: help install test test-slow test-all lra-task data data-quick data-listops bench-data bench-pathfinder bench-mega bench-s4 clean clean-cache distclean
+.PHONY: help install test test-slow test-all lra-task data data-quick data-listops bench bench-data bench-pathfinder bench-mega bench-s4 clean clean-cache distclean
 
 help: ## list the targets
 	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
@@ -84,6 +84,9 @@ data-quick: install ## the short ListOps variant of the quick default (data/list
 
 data-listops: install ## full LRA ListOps, 96K/2K/2K (data/listops-1000), about 30 s on 2 cores
 	@test -f $(DATA)/listops-1000/basic_test.tsv || $(PY) -m data_prep.listops --out-dir $(DATA)/listops-1000 --seed 0
+
+bench: install ## efficiency benchmark: every model x 1K..16K, speed/memory/FLOPs, ratios vs both Transformers (bench_results/)
+	$(PY) -m lra_bench.bench $(ARGS)
 
 bench-data: install ## benchmark the ListOps generator (full split, 3 repeats, 2 workers): time and peak memory
 	$(PY) -m data_prep.bench_listops --repeats 3 --workers 2

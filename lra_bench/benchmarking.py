@@ -47,7 +47,10 @@ def run_cell(module: str, args: list[str], timeout: float) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         return {"skipped": f"over {timeout:.0f} s"}
     if proc.returncode:
-        lines = (proc.stderr or "").strip().splitlines() or [f"exit status {proc.returncode}"]
-        reason = "killed (out of memory?)" if proc.returncode in (-9, 137) else lines[-1][:200]
+        lines = [line.strip() for line in (proc.stderr or "").splitlines() if line.strip()]
+        errors = [line for line in lines if "Error" in line or "Exception" in line]
+        reason = (errors or lines or [f"exit status {proc.returncode}"])[-1][:200]
+        if proc.returncode in (-9, 137):
+            reason = "killed (out of memory?)"
         return {"skipped": reason}
     return json.loads(proc.stdout.strip().splitlines()[-1])

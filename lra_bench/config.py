@@ -20,6 +20,50 @@ if not OmegaConf.has_resolver("lra_project_root"):
     OmegaConf.register_new_resolver("lra_project_root", lambda: str(PROJECT_ROOT))
 
 
+def _hydra_runtime():
+    """The running Hydra app's config, or None (compose API, tests, library use)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get()
+    except ValueError:
+        return None
+
+
+def is_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hc = _hydra_runtime()
+    return hc is not None and hc.mode == RunMode.MULTIRUN
+
+
+def _sweep_name() -> str:
+    """Default multirun name: the command's overrides as a folder name (stable across reruns)."""
+    from lra_bench.run_state import slug
+
+    hc = _hydra_runtime()
+    return slug(",".join(hc.overrides.task)) if hc is not None else "adhoc"
+
+
+def _run_label(run_name: str) -> str:
+    """W&B run name: run_name, plus the job's overrides inside a multirun."""
+    from lra_bench.run_state import slug
+
+    hc = _hydra_runtime()
+    return f"{run_name}:{slug(hc.job.override_dirname)}" if is_multirun() and hc.job.override_dirname else run_name
+
+
+_RESOLVERS = {
+    "lra_slug": lambda overrides: __import__("lra_bench.run_state", fromlist=["slug"]).slug(str(overrides or "")),
+    "lra_sweep_name": _sweep_name,
+    "lra_multirun_only": lambda value: value if is_multirun() else None,
+    "lra_run_label": _run_label,
+}
+for _name, _fn in _RESOLVERS.items():
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
+
 def available(group: str) -> list[str]:
     """Config names in a group folder (``lra`` experiments as ``lra/<name>``)."""
     folder = CONFIG_DIR / group

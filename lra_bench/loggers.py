@@ -15,6 +15,8 @@ import socket
 from typing import Any
 from urllib.parse import urlparse
 
+from pytorch_lightning.loggers import WandbLogger
+
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "online", "offline", "disabled")
@@ -55,6 +57,35 @@ def resolve_wandb_mode(mode: str = "auto") -> tuple[str, str | None]:
     return "online", None
 
 
+class SafeWandbLogger(WandbLogger):
+    """A WandbLogger whose failures never reach training: the first error is logged once and W&B logging
+    stops for the rest of the run (the CSV logger and result.json keep everything)."""
+
+    broken: str | None = None
+
+    def _guard(self, what: str, fn, *args, **kwargs):
+        if self.broken is not None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # any failure of W&B's client or service
+            self.broken = f"{type(e).__name__}: {e}"
+            log.warning("W&B %s failed (%s); W&B logging is off for the rest of this run, training goes on", what, self.broken)
+            return None
+
+    def log_metrics(self, metrics, step=None):
+        return self._guard("logging", super().log_metrics, metrics, step)
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        return self._guard("config logging", super().log_hyperparams, params, *args, **kwargs)
+
+    def after_save_checkpoint(self, checkpoint_callback):
+        return self._guard("checkpoint hook", super().after_save_checkpoint, checkpoint_callback)
+
+    def finalize(self, status):
+        return self._guard("finalize", super().finalize, status)
+
+
 def wandb_logger(
     project: str,
     save_dir: str,
@@ -67,14 +98,12 @@ def wandb_logger(
     id: str | None = None,
     **init_kwargs: Any,
 ):
-    """A ``WandbLogger`` in the resolved mode; the note about offline mode is logged once here."""
-    from pytorch_lightning.loggers import WandbLogger
-
+    """A ``WandbLogger`` (failure-safe) in the resolved mode; the note about offline mode is logged once here."""
     resolved, note = resolve_wandb_mode(mode)
     if note:
         log.warning(note)
     os.makedirs(save_dir, exist_ok=True)
-    logger = WandbLogger(
+    logger = SafeWandbLogger(
         project=project,
         save_dir=save_dir,
         name=name,
@@ -91,6 +120,20 @@ def wandb_logger(
     return logger
 
 
+def reset_wandb_service() -> None:
+    """Forget a dead W&B service: without this every later run in the process would connect to it again
+    (its address stays in WANDB_SERVICE) and lose its logging."""
+    import wandb
+
+    try:
+        wandb.teardown()
+    except Exception:  # tearing down a dead connection fails; what matters is what follows
+        pass
+    os.environ.pop("WANDB_SERVICE", None)
+    if getattr(wandb, "run", None) is not None:
+        wandb.run = None
+
+
 def finish_wandb(exit_code: int = 0) -> None:
     """Close the current W&B run, if any, so the next job in this process starts its own run."""
     try:
@@ -101,4 +144,5 @@ def finish_wandb(exit_code: int = 0) -> None:
         try:
             wandb.finish(exit_code=exit_code)
         except Exception as e:  # a logging failure must never take the run down with it
-            log.warning("W&B finish failed: %s", e)
+            log.warning("W&B finish failed: %s; the next run in this process will start a new W&B service", e)
+            reset_wandb_service()

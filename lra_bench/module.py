@@ -42,6 +42,8 @@ class LRAModule(pl.LightningModule):
             | {f"{s}_loss": MeanMetric() for s in ("val", "test")}
         )
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints: a resumed run knows its best so far
+        self.last_loss: torch.Tensor | None = None  # read by the non-finite guard before each update
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.net(*inputs)
@@ -55,6 +57,7 @@ class LRAModule(pl.LightningModule):
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
+        self.last_loss = loss.detach()
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -76,9 +79,6 @@ class LRAModule(pl.LightningModule):
             return
         self.val_acc_best.update(self.metrics["val_acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
-
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.optimizer_cfg

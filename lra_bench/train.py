@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,14 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.callbacks import SpeedMonitor, count_parameters
-from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error, resolve_vocab_size
+from lra_bench.config import CONFIG_PATH, check_names, is_multirun, exit_on_lra_error, resolve_vocab_size
+from lra_bench.faults import NonFiniteGuard, Preemption
 from lra_bench.loggers import finish_wandb
 from lra_bench.module import LRAModule
+from lra_bench.run_state import clear_error, finished_result, record_error, resume_checkpoint, set_aside, wandb_id
 from lra_bench.summary import print_summary
 
 log = logging.getLogger("lra_bench.train")
@@ -36,6 +39,8 @@ def quiet_library_noise() -> None:
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Mid-epoch resume is exact here: ResumableRandomSampler + the ResumeState callback skip the consumed batches.
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Trainer]:
@@ -61,19 +66,28 @@ def _metric(metrics: dict[str, Any], key: str) -> float:
     return float(v) if v is not None else float("nan")
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and test as configured; return the run's results (also written to ``result.json``)."""
+def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
+    """Fit and test as configured; return the run's results (also written to ``result.json``).
+
+    If training was preempted (SIGTERM/SIGINT), returns ``{"preempted": signal}`` without testing."""
     started = time.time()
     quiet_library_noise()
     if cfg.get("note"):
         log.info("%s", cfg.note)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
+    logged = OmegaConf.to_container(cfg, resolve=True)
+    logged.pop("hydra", None)
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(logged)
 
     if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    preemption = next((c for c in trainer.callbacks if isinstance(c, Preemption)), None)
+    if preemption is not None and preemption.received is not None:
+        return {"preempted": int(preemption.received)}
     fit_metrics = {k: v for k, v in trainer.callback_metrics.items()}
 
     test_metrics: dict[str, Any] = {}
@@ -87,12 +101,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
     perf = speed.summary() if speed else {}
+    best_val = module.val_acc_best.compute() if module.val_acc_best.update_count else fit_metrics.get("val/acc_best")
     result: dict[str, Any] = {
         "task": cfg.task.name,
         "model": cfg.model.name,
         "run_name": cfg.run_name,
         "seed": cfg.seed,
-        "val/acc_best": _metric(fit_metrics, "val/acc_best"),
+        "val/acc_best": float(best_val) if best_val is not None else float("nan"),
         "test/acc": _metric(test_metrics, "test/acc"),
         "test/loss": _metric(test_metrics, "test/loss"),
         "best_checkpoint": ckpt.best_model_path if ckpt is not None else "",
@@ -105,6 +120,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     val_counts = stats.get("val", {}).get("label_counts")
     if val_counts:
         result["data/val_majority_rate"] = max(val_counts) / sum(val_counts)
+    guard = next((c for c in trainer.callbacks if isinstance(c, NonFiniteGuard)), None)
+    if guard is not None and guard.skipped:
+        result["train/nonfinite_skipped"] = guard.skipped
 
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,18 +130,43 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for logger in trainer.loggers:
         experiment = getattr(logger, "experiment", None)
         if hasattr(experiment, "summary"):  # W&B: test metrics of the best checkpoint as the run summary
-            experiment.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float)) and not math.isnan(v)})
+            try:
+                experiment.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float)) and not math.isnan(v)})
+            except Exception as e:  # W&B trouble never costs the run its results
+                log.warning("W&B summary update failed: %s", e)
     print_summary(result, out_dir)
     return result
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """``run`` with cleanup: W&B is finished (with the right exit code) whatever happens."""
+    """Run in the run folder's state: skip a finished run, resume an interrupted one, record failures.
+
+    W&B is finished (with the right exit code) whatever happens, so jobs never share a run."""
+    out_dir = Path(cfg.paths.output_dir)
+    if cfg.get("rerun"):
+        moved = set_aside(out_dir)
+        if moved:
+            log.info("rerun=true: the previous attempt is in %s", moved)
+    done = finished_result(out_dir)
+    if done is not None and cfg.train:
+        log.info("%s already finished (result.json); rerun=true starts it over", out_dir)
+        print_summary(done, out_dir)
+        return done | {"skipped_rerun": True}
+    ckpt_path = cfg.get("ckpt_path") or (str(resume_checkpoint(out_dir)) if resume_checkpoint(out_dir) else None)
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if wandb_cfg is not None and wandb_cfg.get("id") is None:
+        with open_dict(cfg):
+            cfg.logger.wandb.id = wandb_id(out_dir)  # a resumed run continues the same W&B run
     try:
-        result = run(cfg)
-    except BaseException:
+        result = run(cfg, ckpt_path)
+    except BaseException as e:
+        record_error(out_dir, e)
         finish_wandb(exit_code=1)
         raise
+    if "preempted" in result:
+        finish_wandb(exit_code=128 + result["preempted"])
+        return result
+    clear_error(out_dir)
     finish_wandb(exit_code=0)
     return result
 
@@ -131,7 +174,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_lra_error
 def main(cfg: DictConfig) -> float:
-    result = train(cfg)
+    multirun = is_multirun()
+    try:
+        result = train(cfg)
+    except Exception as e:
+        if not multirun:
+            raise
+        # one failing cell never stops the sweep: it is recorded (error.json) and summarised at the end
+        log.error("job failed: %s: %s", type(e).__name__, e)
+        return float("nan")
+    if "preempted" in result:
+        if multirun:
+            return float("nan")
+        sys.exit(128 + result["preempted"])
     return result["val/acc_best"]
 
 

@@ -65,3 +65,12 @@ def test_projections_have_no_bias_and_are_xavier_initialised() -> None:
     bound = (6 / (16 + 16)) ** 0.5  # xavier-uniform bound of each (16 -> 16) q/k/v block
     assert attn.qkv.weight.abs().max() <= bound + 1e-6
     assert attn.qkv.weight.abs().max() > 0.8 * bound
+
+
+def test_vanilla_attention_equals_sdpa() -> None:
+    torch.manual_seed(0)
+    sdpa = make()
+    vanilla = make(attention="vanilla")
+    vanilla.load_state_dict(sdpa.state_dict())
+    x, lengths = torch.randn(2, 12, 16), torch.tensor([12, 7])
+    torch.testing.assert_close(vanilla(x, lengths), sdpa(x, lengths), atol=1e-5, rtol=1e-5)

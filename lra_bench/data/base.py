@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lra_bench.data.cache import SplitCache
 
@@ -126,6 +126,35 @@ class ImageArrayDataset(Dataset):
         return self.images[index], int(self.labels[index])
 
 
+class ResumableRandomSampler(Sampler[int]):
+    """A seeded permutation per epoch (seed, epoch) that can start part-way into an epoch.
+
+    Lightning restarts a resumed epoch with a fresh iterator but keeps its batch counter; ``skip`` makes the
+    fresh iterator begin where the interrupted one stopped, so the resumed run sees the same batches.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+        self._skip: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip(self, epoch: int, samples: int) -> None:
+        self._skip = (epoch, samples)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
+        start = 0
+        if self._skip is not None and self._skip[0] == self.epoch:
+            start = self._skip[1]
+            self._skip = None
+        return iter(order[start:])
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def pad_rows(rows: list[np.ndarray], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad 1-D id arrays to the longest one: returns tokens (B, L) long and lengths (B,) long."""
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
@@ -176,6 +205,7 @@ class LRADataModule(pl.LightningDataModule, ABC):
         self.pin_memory = pin_memory
         self.seed = seed
         self.datasets: dict[str, ArrowSequenceDataset] = {}
+        self.train_sampler: ResumableRandomSampler | None = None
         self._cache: SplitCache | None = None
 
     # --- what subclasses provide -------------------------------------------------------------
@@ -207,20 +237,21 @@ class LRADataModule(pl.LightningDataModule, ABC):
         if not self.datasets:
             self.prepare_data()  # no-op when the cache exists; covers setup() without prepare_data()
             self.datasets = {split: self.open_split(split) for split in SPLITS}
+            self.train_sampler = ResumableRandomSampler(len(self.datasets["train"]), self.seed)
 
     # --- loaders -----------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            sampler=self.train_sampler if shuffle else None,  # seeded per epoch, resumable mid-epoch
             drop_last=False,  # eval loaders keep their last partial batch; train keeps it too
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
-            generator=generator,
+            # its own generator: creating an iterator never draws from the global RNG (dropout's)
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

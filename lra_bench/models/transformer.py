@@ -56,10 +56,17 @@ class PositionalEncoding(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head bidirectional self-attention; q/k/v/out without bias, xavier-uniform (as LRA)."""
+    """Multi-head bidirectional self-attention; q/k/v/out without bias, xavier-uniform (as LRA).
 
-    def __init__(self, d_model: int, n_heads: int, d_qkv: int | None = None, attn_dropout: float = 0.0):
+    ``impl``: ``sdpa`` (``F.scaled_dot_product_attention``, the default) or ``vanilla``, the explicit
+    softmax(Q K^T / sqrt(E)) V of the LRA and Mega papers' baseline, which materialises the (L, L) weights.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_qkv: int | None = None, attn_dropout: float = 0.0, impl: str = "sdpa"):
         super().__init__()
+        if impl not in ("sdpa", "vanilla"):
+            raise ValueError(f"attention must be sdpa or vanilla, got {impl!r}")
+        self.impl = impl
         d_qkv = d_qkv or d_model
         if d_qkv % n_heads:
             raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
@@ -75,9 +82,14 @@ class SelfAttention(nn.Module):
         """x: (B, L, D); key_mask: (B, 1, 1, L) bool, True where the key is real, or None (no padding)."""
         B, L, _ = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, E)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask, dropout_p=self.attn_dropout if self.training else 0.0
-        )
+        p = self.attn_dropout if self.training else 0.0
+        if self.impl == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * q.size(-1) ** -0.5
+            if key_mask is not None:
+                scores = scores.masked_fill(~key_mask, float("-inf"))
+            y = torch.matmul(F.dropout(torch.softmax(scores, dim=-1), p, self.training), v)
         return self.out(y.transpose(1, 2).reshape(B, L, -1))
 
 
@@ -94,11 +106,12 @@ class TransformerBlock(nn.Module):
         attn_dropout: float,
         prenorm: bool,
         activation: str,
+        attention: str = "sdpa",
     ):
         super().__init__()
         self.prenorm = prenorm
         self.norm1 = nn.LayerNorm(d_model)
-        self.attn = SelfAttention(d_model, n_heads, d_qkv, attn_dropout)
+        self.attn = SelfAttention(d_model, n_heads, d_qkv, attn_dropout, attention)
         self.norm2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
             nn.Linear(d_model, d_ff),
@@ -132,6 +145,7 @@ class TransformerEncoder(nn.Module):
         activation: str = "gelu",
         positions: str = "sinusoidal",
         max_length: int = 4096,
+        attention: str = "sdpa",
     ):
         super().__init__()
         if activation not in ("gelu", "relu"):
@@ -139,7 +153,7 @@ class TransformerEncoder(nn.Module):
         self.positions = PositionalEncoding(positions, max_length, d_model)
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            TransformerBlock(d_model, n_heads, d_ff, d_qkv, dropout, attn_dropout, prenorm, activation)
+            TransformerBlock(d_model, n_heads, d_ff, d_qkv, dropout, attn_dropout, prenorm, activation, attention)
             for _ in range(n_layers)
         )
         self.final_norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()

@@ -1,0 +1,131 @@
+"""Callbacks that keep a run recoverable: preemption, non-finite losses, and exact resume state.
+
+- ``Preemption``: SIGTERM or SIGINT lets the current batch finish, saves ``checkpoints/preempted.ckpt``
+  and stops training; ``lra_bench.train`` then exits with 128 + the signal number. Rerunning the same
+  command resumes (see ``lra_bench.run_state``).
+- ``NonFiniteGuard``: checked before every optimizer step, so bad gradients never reach the weights.
+  ``stop`` (default) ends the run with a message naming the step and the last good checkpoint;
+  ``skip`` drops the update, counts it and logs ``train/nonfinite_skipped``.
+- ``ResumeState``: saves the RNG states and how far into the epoch training got, so a resumed run
+  continues with the same dropout draws and the same remaining batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from lra_bench.errors import LRAError
+from lra_bench.run_state import resume_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(LRAError):
+    """A NaN or inf loss or gradient stopped the run."""
+
+
+class Preemption(pl.Callback):
+    def __init__(self, dirpath: str, signals: tuple[str, ...] = ("SIGTERM", "SIGINT")):
+        self.dirpath = Path(dirpath)
+        self.signals = [getattr(signal, s) for s in signals]
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:  # a second Ctrl-C means now
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("received %s: saving a checkpoint after this batch and stopping", signal.Signals(signum).name)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for s in self.signals:  # installed after Lightning's own handlers, so these win
+            self._previous[s] = signal.signal(s, self._handle)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.received is not None and not trainer.should_stop:
+            path = self.dirpath / "preempted.ckpt"
+            trainer.save_checkpoint(path)
+            log.warning("saved %s at step %d; rerun the same command to resume", path, trainer.global_step)
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+
+class NonFiniteGuard(pl.Callback):
+    def __init__(self, dirpath: str, action: str = "stop"):
+        if action not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite must be stop or skip, got {action!r}")
+        self.dirpath = Path(dirpath)
+        self.action = action
+        self.skipped = 0
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        loss = getattr(pl_module, "last_loss", None)
+        bad_loss = loss is not None and not bool(torch.isfinite(loss))
+        bad_grad = any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in pl_module.parameters())
+        if not (bad_loss or bad_grad):
+            return
+        what = "loss" if bad_loss else "gradient"
+        step = trainer.global_step
+        if self.action == "skip":
+            for p in pl_module.parameters():
+                p.grad = None  # AdamW leaves parameters without a gradient untouched
+            self.skipped += 1
+            pl_module.log("train/nonfinite_skipped", float(self.skipped), on_step=True, on_epoch=False)
+            log.warning("non-finite %s at step %d: update skipped (%d so far)", what, step, self.skipped)
+            return
+        good = resume_checkpoint(self.dirpath.parent)
+        hint = f"the last good checkpoint is {good}" if good else "no checkpoint was saved yet"
+        raise NonFiniteError(
+            f"non-finite {what} at step {step} (epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}); "
+            f"{hint}. Lower optimizer.lr, check the data, or set on_nonfinite=skip to drop such updates"
+        )
+
+
+def capture_rng() -> dict[str, Any]:
+    """RNG states as tensors and primitives only, so checkpoints still load with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached": float(cached)}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumeState(pl.Callback):
+    """Keeps RNG states and the position within the epoch in every checkpoint, and restores them."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        checkpoint["lra_resume"] = {"epoch": trainer.current_epoch, "batches_done": progress.processed, "rng": capture_rng()}
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("lra_resume")
+        if not state:
+            return
+        restore_rng(state["rng"])
+        datamodule = getattr(trainer, "datamodule", None)
+        sampler = getattr(datamodule, "train_sampler", None)
+        if sampler is not None:
+            sampler.skip(state["epoch"], state["batches_done"] * datamodule.batch_size)

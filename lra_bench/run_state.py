@@ -1,0 +1,106 @@
+"""What a run folder records about its run, so the same command can finish, skip or resume it.
+
+The folder is a function of the command (``hydra.run.dir`` / ``sweep.subdir`` are built from the overrides,
+see conf/hydra/default.yaml), so rerunning a command finds its own folder:
+
+- ``result.json``: the run finished; a rerun prints it and stops (``rerun=true`` starts over).
+- ``error.json``: the last attempt failed (message, traceback); a rerun tries again.
+- ``checkpoints/``: the newest of ``last.ckpt``, ``periodic.ckpt`` and ``preempted.ckpt`` is resumed from.
+- ``wandb_id.txt``: the W&B run id, so a resumed run continues the same W&B run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import traceback
+from hashlib import sha1
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_NAMES = ("last.ckpt", "periodic.ckpt", "preempted.ckpt")
+
+
+def slug(overrides: str, max_len: int = 96) -> str:
+    """A folder name for an override string: readable, filesystem-safe, unique (hashed when long)."""
+    text = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", overrides.replace("/", "-")).strip("_") or "default"
+    if len(text) > max_len:
+        text = text[: max_len - 9] + "-" + sha1(overrides.encode()).hexdigest()[:8]
+    return text
+
+
+def finished_result(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "result.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a checkpoint was saved at (memory-mapped: nothing but the header is read)."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("global_step", -1))
+    except Exception:  # a truncated checkpoint (killed while writing) is never resumed from
+        return -1
+
+
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint furthest into training, or None.
+
+    Chosen by the step saved inside, not by file time: after a SIGTERM Lightning still runs its epoch-end
+    hooks, which write last.ckpt after preempted.ckpt at the same step but with the epoch marked done.
+    Ties go to preempted, then last (it holds the validation results), then periodic."""
+    found = [p for p in (Path(run_dir) / "checkpoints" / n for n in CHECKPOINT_NAMES) if p.is_file()]
+    if not found:
+        return None
+    rank = {"preempted.ckpt": 2, "last.ckpt": 1, "periodic.ckpt": 0}
+    best = max(found, key=lambda p: (checkpoint_step(p), rank[p.name]))
+    return best if checkpoint_step(best) >= 0 else None
+
+
+def wandb_id(run_dir: Path) -> str:
+    """The run's W&B id, created on first use and kept in the run folder."""
+    path = Path(run_dir) / "wandb_id.txt"
+    if path.is_file():
+        return path.read_text().strip()
+    import secrets
+    import string
+
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id format
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def record_error(run_dir: Path, error: BaseException) -> Path:
+    path = Path(run_dir) / "error.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": "".join(traceback.format_exception(error)),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }, indent=2))
+    return path
+
+
+def clear_error(run_dir: Path) -> None:
+    (Path(run_dir) / "error.json").unlink(missing_ok=True)
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """``rerun=true``: move the previous attempt's results, checkpoints and W&B id into ``previous-<time>/``."""
+    run_dir = Path(run_dir)
+    names = ["result.json", "error.json", "checkpoints", "wandb_id.txt", "csv"]
+    present = [run_dir / n for n in names if (run_dir / n).exists()]
+    if not present:
+        return None
+    target = run_dir / time.strftime("previous-%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for p in present:
+        shutil.move(str(p), target / p.name)
+    return target

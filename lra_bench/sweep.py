@@ -1,0 +1,62 @@
+"""Hydra multirun support: the end-of-sweep summary of which cells finished, failed or were skipped.
+
+Each job records ``result.json`` (finished) or ``error.json`` (failed) in its folder
+(lra_bench/run_state.py); a failing job does not stop the others (lra_bench.train catches it inside a
+multirun), and rerunning the same sweep skips the finished cells and reruns the failed or missing ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("lra_bench.sweep")
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job folder: its name, status and accuracy or error."""
+    rows = []
+    for folder in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / ".hydra").is_dir()):
+        row: dict[str, Any] = {"job": folder.name}
+        if (folder / "result.json").is_file():
+            result = json.loads((folder / "result.json").read_text())
+            row |= {"status": "finished", "val/acc_best": result.get("val/acc_best"), "test/acc": result.get("test/acc"),
+                    "skipped": bool(result.get("skipped_rerun"))}
+        elif (folder / "error.json").is_file():
+            row |= {"status": "failed", "error": json.loads((folder / "error.json").read_text()).get("error", "?")}
+        else:
+            row |= {"status": "incomplete"}
+        rows.append(row)
+    return rows
+
+
+class SweepSummary(Callback):
+    """Prints the sweep's table at the end and exits non-zero when any cell failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = collect(sweep_dir) if sweep_dir.is_dir() else []
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"sweep {sweep_dir.name}: {len(rows)} cells")
+        for column in ("job", "status", "val acc", "test acc / error"):
+            table.add_column(column)
+        for r in rows:
+            if r["status"] == "finished":
+                note = f"{100 * r['test/acc']:.2f}%" if isinstance(r.get("test/acc"), float) else "-"
+                acc = f"{100 * r['val/acc_best']:.2f}%" if isinstance(r.get("val/acc_best"), float) else "-"
+                table.add_row(r["job"], "finished" + (" (earlier)" if r["skipped"] else ""), acc, note)
+            else:
+                table.add_row(r["job"], r["status"], "-", r.get("error", "")[:100])
+        Console().print(table)
+        failed = [r["job"] for r in rows if r["status"] != "finished"]
+        if failed:
+            log.error("%d of %d cells did not finish (%s); rerun the same command to retry only those",
+                      len(failed), len(rows), ", ".join(failed))
+            raise SystemExit(1)

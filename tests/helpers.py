@@ -1,0 +1,36 @@
+"""Test-only callbacks that inject real faults into a real training run."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytorch_lightning as pl
+
+
+class SignalAtStep(pl.Callback):
+    """Sends a real signal to this process after optimizer step ``step`` (preemption)."""
+
+    def __init__(self, step: int, name: str = "SIGTERM"):
+        self.step, self.signum = step, getattr(signal, name)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+class KillWandbServiceAtStep(pl.Callback):
+    """Kills the W&B service process (wandb-core) mid-run, as a crash of W&B would."""
+
+    killed: list[int] = []  # class-level, so the test can check a kill really happened
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            for child in psutil.Process().children(recursive=True):
+                if "wandb" in " ".join(child.cmdline()).lower():
+                    child.kill()
+                    KillWandbServiceAtStep.killed.append(child.pid)

@@ -1,0 +1,93 @@
+"""Reliability: finished runs are skipped, preempted runs resume exactly, NaNs stop or are skipped,
+W&B failures never stop training, concurrent cache builds do not corrupt the cache."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from lra_bench import train as train_mod
+from lra_bench.data.listops import ListOpsDataModule
+from lra_bench.faults import NonFiniteError
+from tests.conftest import TINY_RUN, compose_config
+
+STEPS = ["trainer.max_epochs=2", "checkpoint_every_n_steps=2", "model.net.backbone.dropout=0.1", "trainer.deterministic=true"]
+
+
+def config(listops_root: Path, out: Path, *extra: str):
+    return compose_config([*TINY_RUN, f"paths.data_dir={listops_root}", f"paths.output_dir={out}", *STEPS, *extra])
+
+
+def compare(a: dict, b: dict) -> None:
+    for key in ("val/acc_best", "test/acc", "test/loss", "global_step"):
+        assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+
+
+def test_a_finished_run_is_skipped_and_rerun_starts_over(listops_root: Path, tmp_path: Path) -> None:
+    first = train_mod.train(config(listops_root, tmp_path))
+    again = train_mod.train(config(listops_root, tmp_path))
+    assert again["skipped_rerun"] and again["test/acc"] == first["test/acc"]
+    fresh = train_mod.train(config(listops_root, tmp_path, "rerun=true"))
+    assert "skipped_rerun" not in fresh
+    assert len(list(tmp_path.glob("previous-*/result.json"))) == 1
+    compare(fresh, first)  # same seed, same result
+
+
+@pytest.mark.parametrize("stop_at", [3, 6])  # mid-epoch (6 batches per epoch) and at an epoch boundary
+def test_sigterm_saves_and_a_rerun_resumes_to_the_uninterrupted_result(listops_root: Path, tmp_path: Path, stop_at: int) -> None:
+    reference = train_mod.train(config(listops_root, tmp_path / "reference"))
+    out = tmp_path / "preempted"
+    cfg = config(listops_root, out, f"+callbacks.kill._target_=tests.helpers.SignalAtStep", f"+callbacks.kill.step={stop_at}")
+    first = train_mod.train(cfg)
+    assert first == {"preempted": 15}
+    assert (out / "checkpoints" / "preempted.ckpt").is_file() and not (out / "result.json").exists()
+    resumed = train_mod.train(config(listops_root, out))  # the same command again
+    compare(resumed, reference)
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_the_last_checkpoint(listops_root: Path, tmp_path: Path) -> None:
+    cfg = config(listops_root, tmp_path, "optimizer.lr=1e30", "scheduler.warmup_fraction=0.0", "checkpoint_every_n_steps=1")
+    with pytest.raises(NonFiniteError, match=r"non-finite (loss|gradient) at step [1-9]\d* .*last good checkpoint is .*periodic\.ckpt"):
+        train_mod.train(cfg)
+    error = json.loads((tmp_path / "error.json").read_text())
+    assert error["error"].startswith("NonFiniteError: non-finite")
+
+
+def test_nonfinite_updates_can_be_skipped_and_counted(listops_root: Path, tmp_path: Path) -> None:
+    cfg = config(listops_root, tmp_path, "optimizer.lr=1e30", "scheduler.warmup_fraction=0.0", "on_nonfinite=skip")
+    result = train_mod.train(cfg)
+    assert result["train/nonfinite_skipped"] >= 1 and result["global_step"] == 12
+
+
+def test_wandb_dying_mid_run_does_not_stop_training(listops_root: Path, tmp_path: Path, offline_wandb: Path, caplog) -> None:
+    cfg = config(listops_root, tmp_path / "run", "logger=wandb", "+callbacks.kill_wandb._target_=tests.helpers.KillWandbServiceAtStep",
+                 "+callbacks.kill_wandb.step=3")
+    from tests.helpers import KillWandbServiceAtStep
+
+    KillWandbServiceAtStep.killed.clear()
+    with caplog.at_level("WARNING"):
+        result = train_mod.train(cfg)
+    assert KillWandbServiceAtStep.killed, "the W&B service process was found and killed"
+    assert result["global_step"] == 12 and (tmp_path / "run" / "result.json").is_file()
+
+
+def _prepare(args: tuple[str, str]) -> str:
+    root, cache = args
+    dm = ListOpsDataModule(data_dir=root, cache_dir=cache, batch_size=8)
+    dm.prepare_data()
+    dm.setup()
+    return str(dm.cache.dir)
+
+
+def test_two_processes_building_one_cache_do_not_corrupt_it(listops_root: Path, tmp_path: Path) -> None:
+    with mp.get_context("spawn").Pool(2) as pool:
+        dirs = pool.map(_prepare, [(str(listops_root), str(tmp_path))] * 2)
+    assert dirs[0] == dirs[1]
+    dm = ListOpsDataModule(data_dir=str(listops_root), cache_dir=str(tmp_path), batch_size=8)
+    assert dm.cache.is_complete()
+    dm.setup()
+    assert {s: len(d) for s, d in dm.datasets.items()} == {"train": 96, "val": 40, "test": 40}
+    assert not list(tmp_path.glob("*.tmp-*")), "no temporary folder is left behind"
