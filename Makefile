@@ -22,7 +22,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.install-stamp
 DATA  := $(abspath $(DATA_DIR))
 
-.PHONY: help install test test-slow test-all lra-task data data-quick data-listops bench bench-data bench-pathfinder bench-mega bench-s4 clean clean-cache distclean
+.PHONY: help install test test-slow test-all lra-task sweep report data data-quick data-quick-pathfinder data-listops bench bench-data bench-pathfinder bench-mega bench-s4 clean clean-cache distclean
 
 help: ## list the targets
 	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
@@ -77,6 +77,18 @@ else ifeq ($(TASK),pathx)
 else
 	$(PY) -m data_prep.fetch --task $(TASK) --data-dir $(DATA)
 endif
+
+SWEEP ?= smoke
+sweep: install ## Hydra multirun preset SWEEP (smoke | seeds | lra-table), one W&B run per job; rerun skips finished cells
+	@if [ "$(SWEEP)" = smoke ]; then $(MAKE) --no-print-directory data-quick data-quick-pathfinder; fi
+	$(PY) -m lra_bench.train +sweep=$(SWEEP) paths.data_dir=$(DATA) $(ARGS)
+
+report: install ## the LRA table, efficiency table, plots, markdown and HTML from logs/ (and W&B when online) into reports/
+	$(PY) -m lra_bench.report --out reports/lra $(ARGS)
+
+data-quick-pathfinder: install ## 2,000 easy pathfinder32 images for quick runs and the smoke sweep
+	@test -f $(DATA)/pathfinder32/curv_baseline/metadata/1.npy || $(PY) -m data_prep.pathfinder --out-dir $(DATA) \
+		--resolution 32 --difficulty curv_baseline --num-images 2000 --images-per-batch 1000 --seed 0 --quiet
 
 data-quick: install ## the short ListOps variant of the quick default (data/listops-quick)
 	@test -f $(DATA)/listops-quick/basic_test.tsv || $(PY) -m data_prep.listops --out-dir $(DATA)/listops-quick \

@@ -20,7 +20,7 @@ if not OmegaConf.has_resolver("lra_project_root"):
     OmegaConf.register_new_resolver("lra_project_root", lambda: str(PROJECT_ROOT))
 
 
-def _hydra_runtime():
+def hydra_runtime():
     """The running Hydra app's config, or None (compose API, tests, library use)."""
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -33,7 +33,7 @@ def _hydra_runtime():
 def is_multirun() -> bool:
     from hydra.types import RunMode
 
-    hc = _hydra_runtime()
+    hc = hydra_runtime()
     return hc is not None and hc.mode == RunMode.MULTIRUN
 
 
@@ -41,7 +41,7 @@ def _sweep_name() -> str:
     """Default multirun name: the command's overrides as a folder name (stable across reruns)."""
     from lra_bench.run_state import slug
 
-    hc = _hydra_runtime()
+    hc = hydra_runtime()
     return slug(",".join(hc.overrides.task)) if hc is not None else "adhoc"
 
 
@@ -49,7 +49,7 @@ def _run_label(run_name: str) -> str:
     """W&B run name: run_name, plus the job's overrides inside a multirun."""
     from lra_bench.run_state import slug
 
-    hc = _hydra_runtime()
+    hc = hydra_runtime()
     return f"{run_name}:{slug(hc.job.override_dirname)}" if is_multirun() and hc.job.override_dirname else run_name
 
 

@@ -15,11 +15,58 @@ import socket
 from typing import Any
 from urllib.parse import urlparse
 
-from pytorch_lightning.loggers import WandbLogger
+import csv
+
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "online", "offline", "disabled")
+
+
+class AppendingExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv and, in a new process, rewrites it with only the
+    keys it has seen (then fails on the older rows). This one appends: a resumed run, or the test stage run
+    in its own DDP-spawned processes, keeps the earlier rows; the header grows to the union of all keys."""
+
+    def _check_log_dir_exists(self) -> None:  # keep earlier rows instead of deleting them
+        pass
+
+    def _existing_header(self) -> list[str]:
+        if not self._fs.isfile(self.metrics_file_path):
+            return []
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            return next(csv.reader(f), [])
+
+    def _record_new_keys(self) -> set[str]:
+        if not self.metrics_keys:
+            self.metrics_keys = sorted(self._existing_header())
+        return super()._record_new_keys()
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+        self.metrics_keys = sorted(set(fieldnames) | set(header))
+        with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` with the appending writer above."""
+
+    @property
+    @rank_zero_only
+    def experiment(self) -> AppendingExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def _has_credentials(host: str) -> bool:

@@ -3,7 +3,8 @@
 The folder is a function of the command (``hydra.run.dir`` / ``sweep.subdir`` are built from the overrides,
 see conf/hydra/default.yaml), so rerunning a command finds its own folder:
 
-- ``result.json``: the run finished; a rerun prints it and stops (``rerun=true`` starts over).
+- ``result.json``: the run finished; a rerun prints it and stops (``rerun=true`` starts over), leaving
+  ``skipped.txt`` so a sweep's summary can say the cell finished earlier.
 - ``error.json``: the last attempt failed (message, traceback); a rerun tries again.
 - ``checkpoints/``: the newest of ``last.ckpt``, ``periodic.ckpt`` and ``preempted.ckpt`` is resumed from.
 - ``wandb_id.txt``: the W&B run id, so a resumed run continues the same W&B run.

@@ -18,15 +18,28 @@ from omegaconf import DictConfig
 log = logging.getLogger("lra_bench.sweep")
 
 
+def _overrides(folder: Path) -> list[str]:
+    import yaml
+
+    try:
+        return list(yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or [])
+    except (OSError, ValueError):
+        return []
+
+
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job folder: its name, status and accuracy or error."""
+    """One row per job folder: the overrides that set it apart from the other jobs, its status, accuracy or error."""
+    folders = sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / ".hydra").is_dir())
+    overrides = {f: _overrides(f) for f in folders}
+    shared = set.intersection(*(set(o) for o in overrides.values())) if overrides else set()
     rows = []
-    for folder in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / ".hydra").is_dir()):
-        row: dict[str, Any] = {"job": folder.name}
+    for folder in folders:
+        label = ",".join(o for o in overrides[folder] if o not in shared) or folder.name
+        row: dict[str, Any] = {"job": label, "folder": str(folder)}
         if (folder / "result.json").is_file():
             result = json.loads((folder / "result.json").read_text())
             row |= {"status": "finished", "val/acc_best": result.get("val/acc_best"), "test/acc": result.get("test/acc"),
-                    "skipped": bool(result.get("skipped_rerun"))}
+                    "skipped": (folder / "skipped.txt").is_file()}
         elif (folder / "error.json").is_file():
             row |= {"status": "failed", "error": json.loads((folder / "error.json").read_text()).get("error", "?")}
         else:

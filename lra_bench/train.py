@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.callbacks import SpeedMonitor, count_parameters
-from lra_bench.config import CONFIG_PATH, check_names, is_multirun, exit_on_lra_error, resolve_vocab_size
+from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error, hydra_runtime, is_multirun, resolve_vocab_size
 from lra_bench.faults import NonFiniteGuard, Preemption
 from lra_bench.loggers import finish_wandb
 from lra_bench.module import LRAModule
@@ -61,6 +61,31 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Traine
     return datamodule, module, trainer
 
 
+SUMMARY_METRICS = {"val/acc": "max", "val/acc_best": "max", "val/loss": "min", "test/acc": "last", "test/loss": "last",
+                   "train/tokens_per_sec": "mean", "train/samples_per_sec": "mean", "train/peak_memory_mb": "max"}
+
+
+def define_summary_metrics(logger: Any) -> None:
+    """W&B: what each metric's run summary holds (best val accuracy, test at the best checkpoint, mean speed...)."""
+    experiment = getattr(logger, "experiment", None) if type(logger).__name__.endswith("WandbLogger") else None
+    if experiment is None or not hasattr(experiment, "define_metric"):
+        return
+    try:
+        for name, summary in SUMMARY_METRICS.items():
+            experiment.define_metric(name, summary=summary)
+    except Exception as e:  # W&B trouble never stops training
+        log.warning("W&B define_metric failed: %s", e)
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """Which preset and overrides produced the run (the report tells paper-preset runs from reduced ones)."""
+    hc = hydra_runtime()
+    if hc is None:
+        return {"experiment": None, "overrides": [], "sweep": None}
+    return {"experiment": hc.runtime.choices.get("experiment"), "overrides": list(hc.overrides.task),
+            "sweep": cfg.get("sweep_name") if is_multirun() else None}
+
+
 def _metric(metrics: dict[str, Any], key: str) -> float:
     v = metrics.get(key)
     return float(v) if v is not None else float("nan")
@@ -80,6 +105,7 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
     logged.pop("hydra", None)
     for logger in trainer.loggers:
         logger.log_hyperparams(logged)
+        define_summary_metrics(logger)
 
     if cfg.train:
         if ckpt_path:
@@ -107,6 +133,7 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
         "model": cfg.model.name,
         "run_name": cfg.run_name,
         "seed": cfg.seed,
+        **run_identity(cfg),
         "val/acc_best": float(best_val) if best_val is not None else float("nan"),
         "test/acc": _metric(test_metrics, "test/acc"),
         "test/loss": _metric(test_metrics, "test/loss"),
@@ -150,8 +177,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     done = finished_result(out_dir)
     if done is not None and cfg.train:
         log.info("%s already finished (result.json); rerun=true starts it over", out_dir)
+        (out_dir / "skipped.txt").write_text(f"skipped at {time.strftime('%Y-%m-%d %H:%M:%S')}: already finished\n")
         print_summary(done, out_dir)
         return done | {"skipped_rerun": True}
+    (out_dir / "skipped.txt").unlink(missing_ok=True)
     ckpt_path = cfg.get("ckpt_path") or (str(resume_checkpoint(out_dir)) if resume_checkpoint(out_dir) else None)
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg is not None and wandb_cfg.get("id") is None:
@@ -187,7 +216,7 @@ def main(cfg: DictConfig) -> float:
         if multirun:
             return float("nan")
         sys.exit(128 + result["preempted"])
-    return result["val/acc_best"]
+    return float(result.get(cfg.get("optimized_metric", "val/acc_best"), float("nan")))
 
 
 if __name__ == "__main__":

@@ -37,11 +37,11 @@ TINY_RUN = [
 ]
 
 
-def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
+def compose_config(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
     """Compose a config as the entry points do, without running Hydra's app."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name, overrides=overrides)
+        return compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 @pytest.fixture(scope="session")

@@ -34,3 +34,15 @@ class KillWandbServiceAtStep(pl.Callback):
                 if "wandb" in " ".join(child.cmdline()).lower():
                     child.kill()
                     KillWandbServiceAtStep.killed.append(child.pid)
+
+
+class SlowDown(pl.Callback):
+    """Sleeps after each training batch, so a test can kill the process part-way (results are unaffected)."""
+
+    def __init__(self, seconds: float = 0.05):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args) -> None:
+        import time
+
+        time.sleep(self.seconds)

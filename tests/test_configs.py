@@ -53,7 +53,7 @@ def test_every_logger_preset_instantiates(logger: str, offline_wandb: Path) -> N
     cfg = compose(f"logger={logger}", f"paths.output_dir={offline_wandb}")
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     kinds = sorted(type(lg).__name__ for lg in loggers)
-    assert kinds == {"wandb": ["CSVLogger", "SafeWandbLogger"], "csv": ["CSVLogger"], "none": []}[logger]
+    assert kinds == {"wandb": ["ResumableCSVLogger", "SafeWandbLogger"], "csv": ["ResumableCSVLogger"], "none": []}[logger]
 
 
 @pytest.mark.parametrize("callbacks", available("callbacks"))

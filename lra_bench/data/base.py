@@ -131,11 +131,20 @@ class ResumableRandomSampler(Sampler[int]):
 
     Lightning restarts a resumed epoch with a fresh iterator but keeps its batch counter; ``skip`` makes the
     fresh iterator begin where the interrupted one stopped, so the resumed run sees the same batches.
+    Under DDP (``trainer=ddp`` turns Lightning's own distributed sampler off) rank r takes every
+    world-th index of the same permutation, so the ranks' batches at a step together are exactly the
+    single-process batch of world x batch_size samples.
     """
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch = n, seed, 0
         self._skip: tuple[int, int] | None = None
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -145,6 +154,8 @@ class ResumableRandomSampler(Sampler[int]):
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
+        rank, world = self._world()
+        order = order[rank::world]
         start = 0
         if self._skip is not None and self._skip[0] == self.epoch:
             start = self._skip[1]
@@ -152,7 +163,8 @@ class ResumableRandomSampler(Sampler[int]):
         return iter(order[start:])
 
     def __len__(self) -> int:
-        return self.n
+        rank, world = self._world()
+        return len(range(rank, self.n, world))
 
 
 def pad_rows(rows: list[np.ndarray], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,10 +253,13 @@ class LRADataModule(pl.LightningDataModule, ABC):
 
     # --- loaders -----------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        sampler: Sampler | None = self.train_sampler if shuffle else None  # seeded per epoch, resumable mid-epoch
+        if not shuffle and torch.distributed.is_available() and torch.distributed.is_initialized():
+            sampler = torch.utils.data.DistributedSampler(self.datasets[split], shuffle=False)  # eval: one shard per rank
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            sampler=self.train_sampler if shuffle else None,  # seeded per epoch, resumable mid-epoch
+            sampler=sampler,
             drop_last=False,  # eval loaders keep their last partial batch; train keeps it too
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

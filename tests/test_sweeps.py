@@ -1,0 +1,96 @@
+"""Hydra multiruns: one W&B run per job in one group, fault isolation, reruns that skip finished cells,
+the report built from a real small sweep, and the SLURM launcher preset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lra_bench import report
+from lra_bench.config import PROJECT_ROOT
+from lra_bench.sweep import collect
+from tests.conftest import compose_config
+from tests.wandb_records import read_run
+
+TINY = ["trainer=cpu", "model.d_model=16", "model.net.backbone.n_layers=1", "task.max_length=64", "task.batch_size=16",
+        "task.datamodule.num_workers=0", "trainer.max_epochs=1", "~callbacks.progress_bar"]
+
+
+def multirun(args: list[str], data: Path, logs: Path, wandb_dir: Path, sweep: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true"}
+    env.pop("WANDB_API_KEY", None)
+    cmd = [sys.executable, "-m", "lra_bench.train", "-m", *args, f"paths.data_dir={data}", f"paths.log_dir={logs}",
+           f"sweep_name={sweep}", *TINY]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def sweep_2x2(listops_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    logs = tmp_path_factory.mktemp("logs")
+    proc = multirun(["model=mega,transformer", "seed=1,2", "logger=wandb"], listops_root, logs, logs / "wandb_home", "t2x2")
+    return {"proc": proc, "dir": logs / "multiruns" / "t2x2", "logs": logs}
+
+
+def test_a_2x2_multirun_makes_four_wandb_runs_in_one_group(sweep_2x2: dict) -> None:
+    assert sweep_2x2["proc"].returncode == 0, sweep_2x2["proc"].stderr[-2000:]
+    jobs = collect(sweep_2x2["dir"])
+    assert len(jobs) == 4 and all(j["status"] == "finished" for j in jobs)
+    assert sorted(j["job"] for j in jobs) == ["model=mega,seed=1", "model=mega,seed=2", "model=transformer,seed=1",
+                                              "model=transformer,seed=2"]
+    runs = [read_run(d)["run"] for d in sweep_2x2["dir"].glob("*/wandb/offline-run-*")]
+    assert len(runs) == 4 and {r["group"] for r in runs} == {"t2x2"} and {r["job_type"] for r in runs} == {"listops"}
+    assert sorted(tuple(sorted(r["tags"])) for r in runs) == [("listops", "mega")] * 2 + [("listops", "transformer")] * 2
+    assert len({r["id"] for r in runs}) == 4 and all(r["name"].startswith(("mega-listops:", "transformer-listops:")) for r in runs)
+    assert "sweep t2x2: 4 cells" in sweep_2x2["proc"].stdout
+
+
+def test_the_report_of_the_sweep_has_the_right_cells(sweep_2x2: dict, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert report.main(["--runs", str(sweep_2x2["logs"]), "--bench", str(tmp_path / "none"), "--out", str(out)]) == 0
+    runs = report.local_runs(sweep_2x2["logs"])
+    rows = {r["model"]: r for r in report.table_rows(runs)}
+    assert set(rows) == {"mega", "transformer"}
+    for model, row in rows.items():
+        accs = [100 * r["test/acc"] for r in runs if r["model"] == model]
+        mean, _, n = row["listops"]
+        assert n == 2 and mean == pytest.approx(sum(accs) / 2) and row["scale"] == "reduced" and row["avg"] is None
+        assert all(t not in row for t in ("text", "image"))
+    md = (out / "report.md").read_text()
+    assert "| **mega** | reduced |" in md and "| Mega | published | 63.14 |" in md
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<table>" in page
+    for png in ("accuracy_by_task.png", "accuracy_vs_speed.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failing_cell_is_isolated_and_a_rerun_skips_finished_cells(listops_root: Path, tmp_path: Path) -> None:
+    args = ["scheduler.decay=linear,bogus"]
+    first = multirun(args, listops_root, tmp_path, tmp_path / "wb", "faulty")
+    assert first.returncode == 1
+    jobs = {j["job"]: j for j in collect(tmp_path / "multiruns" / "faulty")}
+    assert jobs["scheduler.decay=linear"]["status"] == "finished"
+    assert jobs["scheduler.decay=bogus"]["status"] == "failed" and "scheduler.decay must be one of" in jobs["scheduler.decay=bogus"]["error"]
+    assert "1 of 2 cells did not finish" in first.stdout + first.stderr
+    second = multirun(args, listops_root, tmp_path, tmp_path / "wb", "faulty")
+    assert second.returncode == 1
+    assert "already finished" in second.stdout + second.stderr  # the good cell is not trained again
+    assert "finished (earlier)" in second.stdout
+
+
+def test_the_slurm_launcher_preset_composes_with_ddp() -> None:
+    cfg = compose_config(["hydra/launcher=lra_slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
+                          "paths.output_dir=/tmp/x"], config_name="train", return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm
+
+
+@pytest.mark.parametrize("sweep", ["smoke", "seeds", "lra-table"])
+def test_sweep_presets_compose(sweep: str) -> None:
+    cfg = compose_config([f"+sweep={sweep}", "paths.output_dir=/tmp/x"], return_hydra_config=True)
+    assert str(cfg.hydra.mode).endswith("MULTIRUN") and cfg.hydra.sweeper.params
