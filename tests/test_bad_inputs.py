@@ -1,0 +1,220 @@
+"""The bad-input corpus: malformed files, rows, images, labels, options, presets and overrides across all tasks.
+
+Each case sets up one fault in a fresh data root and asserts the one clear message that names the file (and
+line) or option and the fix, or the counted skip where the official data is known to contain the fault.
+A few go through the command line to check that the user sees one line and no traceback.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from PIL import Image
+
+from data_prep import listops as listops_gen
+from data_prep import pathfinder as pathfinder_gen
+from lra_bench.config import PROJECT_ROOT, check_names
+from lra_bench.data.image import CIFAR10DataModule
+from lra_bench.data.listops import ListOpsDataModule
+from lra_bench.data.pathfinder import PathfinderDataModule
+from lra_bench.data.retrieval import AANDataModule
+from lra_bench.data.text import IMDBDataModule
+from lra_bench.errors import ConfigError, DataError
+from tests.conftest import compose_config
+from tests.fixtures import RELEASE, write_aan, write_aclimdb, write_cifar_batches, write_pathfinder_tree
+
+
+@dataclass
+class Case:
+    name: str
+    setup: Callable[[Path], None]  # writes the (broken) data under the root
+    run: Callable[[Path], object]  # the action that must fail (or skip)
+    error: type[BaseException] | None
+    message: str  # regex the message must match (or, with error=None, the skip the log must report)
+
+
+def kw(root: Path) -> dict:
+    return {"data_dir": str(root), "cache_dir": str(root / "cache"), "batch_size": 4, "num_workers": 0}
+
+
+def listops_tree(root: Path, rows: list[str] | None = None, header: str = "Source\tTarget") -> None:
+    folder = root / RELEASE / "listops-1000"
+    listops_gen.generate(folder, {"train": 8, "val": 4, "test": 4}, seed=0,
+                         spec=listops_gen.ListOpsSpec(max_depth=3, max_args=3, min_length=3, max_length=30), progress=False)
+    if rows is not None:
+        (folder / "basic_train.tsv").write_text("\r\n".join([header, *rows]) + "\r\n")
+
+
+def aan_line(root: Path, line: str) -> None:
+    folder = write_aan(root)
+    first = (folder / "new_aan_pairs.train.tsv").read_text(encoding="utf-8").splitlines()[0]
+    (folder / "new_aan_pairs.train.tsv").write_text(first + "\n" + line + "\n", encoding="utf-8")
+
+
+def damage_pf(root: Path, fn: Callable[[Path], None]) -> None:
+    fn(write_pathfinder_tree(root, per_batch=4, batches=2, empty=None))
+
+
+def damage_cifar(root: Path, payload: bytes) -> None:
+    (write_cifar_batches(root) / "data_batch_2").write_bytes(payload)
+
+
+def setup_dm(cls, **options):
+    return lambda root: cls(**kw(root), **options).setup()
+
+
+LISTOPS = setup_dm(ListOpsDataModule)
+AAN = setup_dm(AANDataModule)
+IMDB = setup_dm(IMDBDataModule)
+CIFAR = setup_dm(CIFAR10DataModule, val_size=8)
+PF = setup_dm(PathfinderDataModule, decode_workers=1)
+PF_PNG = "imgs/1/sample_2.png"
+
+CASES = [
+    # --- ListOps files and rows
+    Case("listops-no-data-root", lambda r: None, lambda r: ListOpsDataModule(**kw(r / "missing")).setup(), DataError,
+         r"data root .*missing does not exist.*paths.data_dir"),
+    Case("listops-no-folder", lambda r: r.mkdir(exist_ok=True), LISTOPS, DataError,
+         r"no listops-1000/ with basic_train.tsv.*within 3 levels below .*python -m data_prep.listops"),
+    Case("listops-partial-folder", lambda r: (r / "listops-1000").mkdir(parents=True) or (r / "listops-1000/basic_train.tsv").write_text("x"),
+         LISTOPS, DataError, r"lacks basic_val.tsv, basic_test.tsv"),
+    Case("listops-bad-header", lambda r: listops_tree(r, ["[MIN 1 ]\t1"], header="Source,Target"), LISTOPS, DataError,
+         r"basic_train.tsv:1: expected the header 'Source<TAB>Target'"),
+    Case("listops-one-field", lambda r: listops_tree(r, ["[MIN 1 ]\t1", "[MAX 2 ]"]), LISTOPS, DataError,
+         r"basic_train.tsv:3: expected 2 tab-separated fields"),
+    Case("listops-label-10", lambda r: listops_tree(r, ["[MIN 1 ]\t10"]), LISTOPS, DataError,
+         r"basic_train.tsv:2: label '10' is not an integer in 0..9"),
+    Case("listops-label-text", lambda r: listops_tree(r, ["[MIN 1 ]\tseven"]), LISTOPS, DataError,
+         r"basic_train.tsv:2: label 'seven'"),
+    Case("listops-unknown-token", lambda r: listops_tree(r, ["( ( [FIRST 1 ) 2 ] )\t1"]), LISTOPS, DataError,
+         r"basic_train.tsv:2: unknown token"),
+    Case("listops-empty-file", lambda r: listops_tree(r, []), LISTOPS, DataError, r"basic_train.tsv: no rows after the header"),
+    # --- Retrieval rows
+    Case("aan-four-fields", lambda r: aan_line(r, "1.0\tA\tB\tonly four"), AAN, DataError,
+         r"new_aan_pairs.train.tsv:2: expected 5 tab-separated fields"),
+    Case("aan-label-2", lambda r: aan_line(r, "2.0\tA\tB\tx\ty"), AAN, DataError, r"new_aan_pairs.train.tsv:2: label 2 is out of range"),
+    Case("aan-label-text", lambda r: aan_line(r, "yes\tA\tB\tx\ty"), AAN, DataError, r"new_aan_pairs.train.tsv:2: label b'yes' is not a number"),
+    Case("aan-missing", lambda r: r.mkdir(exist_ok=True), AAN, DataError, r"no tsv_data/ .*lra_release.gz"),
+    Case("aan-bad-utf8-chars", lambda r: aan_line(r, "1.0\tA\tB\t\xff\xfe text\ty"), setup_dm(AANDataModule, tokenizer="chars"),
+         None, ""),  # placeholder, replaced below by a binary write
+    # --- Text (IMDB)
+    Case("imdb-no-neg", lambda r: write_aclimdb(r) and shutil.rmtree(r / "aclImdb/train/neg"), setup_dm(IMDBDataModule, source="folder"),
+         DataError, r"aclImdb/train/neg is missing"),
+    Case("imdb-bad-utf8", lambda r: write_aclimdb(r) and (r / "aclImdb/test/pos/0_7.txt").write_bytes(b"\xff\xfe broken"), IMDB,
+         DataError, r"0_7.txt: not valid UTF-8"),
+    Case("imdb-no-source", lambda r: r.mkdir(exist_ok=True), IMDB, DataError, r"aclImdb_v1.tar.gz"),
+    # --- Image (CIFAR-10 pickles)
+    Case("cifar-truncated", lambda r: damage_cifar(r, b"\x80\x02}q\x00"), CIFAR, DataError,
+         r"data_batch_2: not a CIFAR-10 python batch"),
+    Case("cifar-label-12", lambda r: damage_cifar(r, pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 12]})),
+         CIFAR, DataError, r"data_batch_2: labels must be 0..9"),
+    Case("cifar-wrong-shape", lambda r: damage_cifar(r, pickle.dumps({b"data": np.zeros((2, 10), np.uint8), b"labels": [1, 2]})),
+         CIFAR, DataError, r"expected data of shape \(n, 3072\)"),
+    # --- Pathfinder images and metadata
+    Case("pf-rgb", lambda r: damage_pf(r, lambda b: Image.new("RGB", (32, 32)).save(b / PF_PNG)), PF, DataError,
+         r"sample_2.png: mode RGB, expected an 8-bit grayscale"),
+    Case("pf-wrong-size", lambda r: damage_pf(r, lambda b: Image.new("L", (32, 16)).save(b / PF_PNG)), PF, DataError,
+         r"sample_2.png: size 32x16, expected 32x32"),
+    Case("pf-truncated-png", lambda r: damage_pf(r, lambda b: (b / PF_PNG).write_bytes((b / PF_PNG).read_bytes()[:50])), PF, DataError,
+         r"sample_2.png: cannot decode the PNG"),
+    Case("pf-missing-png", lambda r: damage_pf(r, lambda b: (b / PF_PNG).unlink()), PF, DataError, r"1.npy:3: image .*sample_2.png is missing"),
+    Case("pf-label-7", lambda r: damage_pf(r, lambda b: (b / "metadata/1.npy").write_text("imgs/1 sample_0.png 0 7 1.0\n")), PF,
+         DataError, r"1.npy:1: label '7' is not 0 or 1"),
+    Case("pf-short-row", lambda r: damage_pf(r, lambda b: (b / "metadata/0.npy").write_text("imgs/0 sample_0.png\n")), PF,
+         DataError, r"0.npy:1: expected at least 4 fields"),
+    Case("pf-no-difficulty", lambda r: write_pathfinder_tree(r, difficulty="curv_baseline", per_batch=2, batches=1, empty=None), PF,
+         DataError, r"curv_contour_length_14/metadata/ is missing"),
+    Case("pf-empty-png-is-skipped", lambda r: write_pathfinder_tree(r, per_batch=10, batches=2, empty=(1, 4)), PF, None,
+         r"skipped 1 empty image file"),
+    # --- options
+    Case("opt-val-source", lambda r: None, lambda r: IMDBDataModule(**kw(r), val_source="dev"), ConfigError, r"val_source must be test or train_holdout"),
+    Case("opt-tokenizer", lambda r: None, lambda r: AANDataModule(**kw(r), tokenizer="words"), ConfigError, r"tokenizer must be bytes or chars"),
+    Case("opt-cifar-val-split", lambda r: None, lambda r: CIFAR10DataModule(**kw(r), val_split="first"), ConfigError, r"val_split must be last"),
+    Case("opt-pf-split", lambda r: None, lambda r: PathfinderDataModule(**kw(r), split="shuffled"), ConfigError, r"split must be random"),
+    Case("opt-pf-resolution", lambda r: None, lambda r: PathfinderDataModule(**kw(r), resolution=48), ConfigError, r"resolution must be one of"),
+    # --- presets and overrides
+    Case("preset-unknown-experiment", lambda r: None, lambda r: compose_config(["experiment=lra/mega-sudoku"]), HydraException,
+         r"Could not find 'experiment/lra/mega-sudoku'.*Available options in 'experiment'"),
+    Case("preset-unknown-model", lambda r: None, lambda r: compose_config(["model=rwkv"]), HydraException,
+         r"Could not find 'model/rwkv'.*Available options in 'model'"),
+    Case("override-missing-key", lambda r: None, lambda r: compose_config(["model.net.backbone.n_expertz=4"]), HydraException,
+         r"Could not override 'model.net.backbone.n_expertz'.*\+model.net.backbone.n_expertz"),
+    Case("override-bad-pooling", lambda r: None, lambda r: instantiate(compose_config(["model.net.pooling=max"]).model.net), Exception,
+         r"pooling must be one of"),
+    Case("override-bad-attention", lambda r: None,
+         lambda r: instantiate(compose_config(["model=mega", "model.net.backbone.attention=cosine"]).model.net), Exception,
+         r"attention must be one of"),
+    Case("override-bad-norm", lambda r: None,
+         lambda r: instantiate(compose_config(["model=mega", "model.net.backbone.norm=groupnorm"]).model.net), Exception, r"norm must be one of"),
+    Case("override-bad-s4-mode", lambda r: None,
+         lambda r: instantiate(compose_config(["model=s4", "model.net.backbone.mode=dense"]).model.net), Exception, r"mode must be dplr"),
+    Case("override-n-ssm", lambda r: None,
+         lambda r: instantiate(compose_config(["model=s4", "model.net.backbone.n_ssm=3"]).model.net), Exception, r"not a multiple of n_ssm=3"),
+    Case("task-name-mismatch", lambda r: None, lambda r: check_names(compose_config(["task.name=imdb"])), ConfigError,
+         r"unknown task 'imdb'; valid tasks: image, listops, pathfinder, pathx, retrieval, text"),
+    # --- generators
+    Case("gen-listops-range", lambda r: None, lambda r: listops_gen.main(["--out-dir", str(r), "--min-length", "9", "--max-length", "10"]),
+         SystemExit, r"2"),
+    Case("gen-pathfinder-count", lambda r: None, lambda r: pathfinder_gen.main(["--out-dir", str(r), "--num-images", "0", "--quiet"]),
+         SystemExit, r"2"),
+]
+CASES = [c for c in CASES if c.name != "aan-bad-utf8-chars"]
+
+
+def _bad_utf8_aan(root: Path) -> None:
+    folder = write_aan(root)
+    path = folder / "new_aan_pairs.train.tsv"
+    path.write_bytes(path.read_bytes().splitlines()[0] + b"\n1.0\tA\tB\t\xff\xfe text\ty\n")
+
+
+CASES.append(Case("aan-bad-utf8-chars", _bad_utf8_aan, setup_dm(AANDataModule, tokenizer="chars"), DataError,
+                  r"new_aan_pairs.train.tsv:2: not valid UTF-8"))
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 25 and len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gives_one_clear_message(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    case.setup(root)
+    if case.error is None:  # a fault the official data contains: counted and logged, not an error
+        with caplog.at_level("WARNING"):
+            case.run(root)
+        assert pytest.importorskip("re").search(case.message, caplog.text), caplog.text
+        return
+    if case.error is SystemExit:
+        assert str(case.run(root)) == case.message  # the CLI's exit status; its one-line message goes to stderr
+        return
+    with pytest.raises(case.error) as info:
+        case.run(root)
+    import re
+
+    text = str(info.value) + (str(info.value.__cause__) if info.value.__cause__ else "")
+    assert re.search(case.message, text, re.S), text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["task=text"], "error: no network to fetch stanfordnlp/imdb"),
+    (["task=pathfinder"], "error: no pathfinder32/ with  within 3 levels"),
+])
+def test_the_command_line_shows_one_line_and_no_traceback(args: list[str], message: str, tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "lra_bench.train", *args, f"paths.data_dir={tmp_path / 'root'}",
+                           f"hydra.run.dir={tmp_path / 'run'}", "logger=csv", "trainer=cpu"],
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
