@@ -97,6 +97,28 @@ def resolve_vocab_size(cfg: DictConfig, datamodule: Any | None = None) -> None:
             cfg.task.vocab_size = int(size)
 
 
+def check_multirun_ddp(cfg: DictConfig) -> None:
+    """Refuse a local multirun with multi-process DDP: Lightning starts ranks > 0 by re-running the
+    command line, which re-launches the whole sweep in every rank (hydra#2070)."""
+    if not is_multirun():
+        return
+    hc = hydra_runtime()
+    launcher = str(OmegaConf.select(hc, "launcher._target_", default="") if hc is not None else "")
+    trainer = cfg.get("trainer", {})
+    strategy = str(trainer.get("strategy", "auto"))
+    devices, nodes = trainer.get("devices", 1), int(trainer.get("num_nodes", 1) or 1)
+    if isinstance(devices, (int, str)):
+        many = str(devices) in ("-1", "auto") or (str(devices).isdigit() and int(devices) > 1)
+    else:  # a list of device ids
+        many = len(devices) > 1
+    many = many or nodes > 1
+    if "ddp" in strategy and many and launcher.endswith("BasicLauncher"):
+        raise ConfigError(
+            f"trainer.strategy={strategy} with trainer.devices={devices} inside a local multirun (-m) would re-launch "
+            "the whole sweep in every DDP rank (hydra#2070). Run one `python -m lra_bench.train ... trainer=ddp` per "
+            "configuration, or sweep through the SLURM launcher (hydra/launcher=lra_slurm), one process group per job.")
+
+
 def exit_on_lra_error(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Entry-point wrapper: an ``LRAError`` prints one line and exits 2 instead of a traceback."""
 

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.callbacks import SpeedMonitor, count_parameters
-from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error, hydra_runtime, is_multirun, resolve_vocab_size
+from lra_bench.config import CONFIG_PATH, check_multirun_ddp, check_names, exit_on_lra_error, hydra_runtime, is_multirun, resolve_vocab_size
 from lra_bench.faults import NonFiniteGuard, Preemption
 from lra_bench.loggers import finish_wandb
 from lra_bench.module import LRAModule
@@ -204,6 +204,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @exit_on_lra_error
 def main(cfg: DictConfig) -> float:
     multirun = is_multirun()
+    check_multirun_ddp(cfg)
     try:
         result = train(cfg)
     except Exception as e:

@@ -94,3 +94,12 @@ def test_the_slurm_launcher_preset_composes_with_ddp() -> None:
 def test_sweep_presets_compose(sweep: str) -> None:
     cfg = compose_config([f"+sweep={sweep}", "paths.output_dir=/tmp/x"], return_hydra_config=True)
     assert str(cfg.hydra.mode).endswith("MULTIRUN") and cfg.hydra.sweeper.params
+
+
+def test_a_local_multirun_with_ddp_is_refused_with_the_supported_way(listops_root: Path, tmp_path: Path) -> None:
+    proc = multirun(["seed=1,2", "logger=none", "+trainer.strategy=ddp", "trainer.devices=2"], listops_root, tmp_path,
+                    tmp_path / "wb", "ddp")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: trainer.strategy=ddp") and "hydra/launcher=lra_slurm" in message
+    assert "Traceback" not in proc.stderr and not list(tmp_path.glob("multiruns/ddp/*/checkpoints"))
