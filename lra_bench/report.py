@@ -21,6 +21,7 @@ import html
 import json
 import logging
 import math
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -214,14 +215,21 @@ def plots(rows: list[dict[str, Any]], runs: list[dict[str, Any]], bench: dict[st
     return paths
 
 
+def inline(text: str) -> str:
+    """Escape one line of markdown, with `code` and **bold** as HTML."""
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+
+
 def markdown_to_html(md: str, images: list[Path]) -> str:
-    """A small markdown subset (headings, paragraphs, pipe tables) to HTML, images embedded as data URIs."""
+    """A small markdown subset (headings, paragraphs, pipe tables, `code`, **bold**) to HTML, images embedded
+    as data URIs."""
     out, table = [], []
 
     def flush_table() -> None:
         if table:
             rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-: ")]
-            cells = [[html.escape(c.strip()).replace("**", "") for c in r.strip().strip("|").split("|")] for r in rows]
+            cells = [[inline(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
             out.append("<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in cells[0]) + "</tr></thead><tbody>"
                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:]) + "</tbody></table>")
             table.clear()
@@ -235,7 +243,7 @@ def markdown_to_html(md: str, images: list[Path]) -> str:
             level = len(line) - len(line.lstrip("#"))
             out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
         elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
+            out.append(f"<p>{inline(line)}</p>")
     flush_table()
     for img in images:
         data = base64.b64encode(img.read_bytes()).decode()
