@@ -114,11 +114,11 @@ def flop_formulas() -> dict:
 
 def measure_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in the child: build, time training and inference steps, measure memory and FLOPs."""
-    import psutil
     import torch
     import torch.nn.functional as F
 
-    from lra_bench.benchmarking import peak_rss_mb, time_step
+    from lra_bench.benchmarking import time_step
+    from lra_bench.process_memory import current_rss_mb, peak_rss_mb, reset_peak_rss
 
     torch.manual_seed(0)
     device = torch.device(spec["device"])
@@ -140,7 +140,8 @@ def measure_cell(spec: dict[str, Any]) -> dict[str, Any]:
         loss.backward()
         net.zero_grad(set_to_none=True)
 
-    base_rss = psutil.Process().memory_info().rss / 2**20
+    base_rss = current_rss_mb()  # the built model and inputs; the step's own memory is what grows above it
+    reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     train = time_step(train_step, spec["warmup"], spec["repeats"], device)

@@ -19,7 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from lra_bench.benchmarking import peak_rss_mb, run_cell, time_step
+from lra_bench.benchmarking import run_cell, time_step
+from lra_bench.process_memory import peak_rss_mb
 
 D, H, Z, N, F_, LAYERS, CHUNK, TRUNCATION = 128, 256, 64, 16, 256, 4, 128, 1024
 MODELS = ("mega_chunk", "mega", "hf_chunk", "hf_full", "hf_chunk_default", "hf_full_default")

@@ -18,7 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from lra_bench.benchmarking import peak_rss_mb, run_cell, time_step
+from lra_bench.benchmarking import run_cell, time_step
+from lra_bench.process_memory import peak_rss_mb
 
 H, N, LAYERS = 256, 64, 4
 PUBLIC = {("s4", 1024): (534, 2900), ("s4", 4096): (480, 10200), ("s4d", 1024): (2621, None), ("s4d", 4096): (2152, None)}

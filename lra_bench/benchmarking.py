@@ -7,7 +7,6 @@ the peak RSS of that process, on CUDA the allocator's peak. The child prints one
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -16,10 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def time_step(step: Callable[[], None], warmup: int, repeats: int, device: torch.device | None = None) -> dict[str, float]:

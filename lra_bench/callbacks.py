@@ -11,26 +11,20 @@ It also keeps run-level figures (median step time, mean tokens/s, peak memory) f
 
 from __future__ import annotations
 
-import resource
 import statistics
-import sys
 import time
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-
-def process_peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+from lra_bench.process_memory import peak_rss_mb
 
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return process_peak_rss_mb()
+    return peak_rss_mb()
 
 
 def count_tokens(batch: Any) -> int:
