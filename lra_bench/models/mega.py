@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench.models.biased_softmax import hankel_biased_softmax
 from lra_bench.models.dropout import Dropout
 from lra_bench.models.ema import MultiHeadEMA
 from lra_bench.models.masks import length_mask
@@ -93,16 +94,23 @@ class SimpleRelativePositionalBias(nn.Module):
         self.max_positions = max_positions
         self.rel_pos_bias = nn.Parameter(torch.empty(2 * max_positions - 1).normal_(0.0, 0.02))
 
-    def forward(self, seq_len: int) -> torch.Tensor:
-        """(S, S) bias for a sequence (or chunk) of S positions."""
+    def diagonals(self, seq_len: int) -> torch.Tensor:
+        """b of length 2S - 1 with bias[i, j] = b[S - 1 - i + j] (b[k] = w[M - S + k])."""
         M = self.max_positions
         if seq_len > M:
             raise ValueError(
                 f"sequence or chunk length {seq_len} exceeds the relative-position bias size {M}; "
                 "raise model max_positions (or use chunking)"
             )
-        b = self.rel_pos_bias[M - seq_len : M + seq_len - 1]  # b[k] = w[M - S + k]
-        return _ToeplitzFromDiagonals.apply(b, seq_len)  # bias[i, j] = b[S - 1 - i + j] = w[M - 1 + j - i]
+        return self.rel_pos_bias[M - seq_len : M + seq_len - 1]
+
+    def forward(self, seq_len: int) -> torch.Tensor:
+        """(S, S) bias for a sequence (or chunk) of S positions: bias[i, j] = w[M - 1 + j - i]."""
+        return _ToeplitzFromDiagonals.apply(self.diagonals(seq_len), seq_len)
+
+    def hankel(self, seq_len: int) -> torch.Tensor:
+        """c of length 2S - 1 with bias[i, S - 1 - j'] = c[i + j']: the bias seen with the keys reversed."""
+        return self.diagonals(seq_len).flip(0)
 
 
 class RotaryRelativePositionalBias(nn.Module):
@@ -239,8 +247,18 @@ class MovingAverageGatedAttention(nn.Module):
         n_chunks = L // C
         q, k, v = q.view(B, n_chunks, C, Z), k.view(B, n_chunks, C, Z), v.view(B, n_chunks, C, H)
         chunk_mask = mask.view(B, n_chunks, C) if mask is not None else None
-        weights = self.attention_dropout(self.attention_weights(q, k, chunk_mask))
-        h = torch.matmul(weights, self.hidden_dropout(v)).view(B, L, H)
+        if self.attention == "softmax" and isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
+            # keys, values and key mask reversed per chunk: the Toeplitz bias becomes a Hankel view (biased_softmax.py)
+            k, v = k.flip(2), v.flip(2)
+            pad = None
+            if chunk_mask is not None:
+                pad = ~chunk_mask.flip(2)
+                pad = (pad & ~pad.all(dim=-1, keepdim=True)).reshape(B * n_chunks, 1, C)  # all-pad chunks stay unmasked
+            weights = hankel_biased_softmax(q.reshape(-1, C, Z), k.reshape(-1, C, Z), self.rel_pos_bias.hankel(C), pad,
+                                            self.scaling).view(B, n_chunks, C, C)
+        else:
+            weights = self.attention_weights(q, k, chunk_mask)
+        h = torch.matmul(self.attention_dropout(weights), self.hidden_dropout(v)).view(B, L, H)
 
         h = self.dropout(F.silu(hx + self.h_proj(h * r)))
         out = torch.addcmul(residual, u, h - residual)  # u * h + (1 - u) * residual, the raw input
