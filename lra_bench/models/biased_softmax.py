@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 _scratch = threading.local()
@@ -62,6 +63,7 @@ class _HankelBiasedSoftmax(torch.autograd.Function):
         return scores
 
     @staticmethod
+    @once_differentiable  # the backward works in place; a double backward gets a clear error
     def backward(ctx, grad: torch.Tensor):
         q_scaled, k_rev, weights = ctx.saved_tensors
         S = weights.shape[-1]
