@@ -13,7 +13,7 @@ from tests.conftest import compose_config
 
 def bench_config(tmp_path: Path, *overrides: str):
     return compose_config([
-        "preset_task=listops", "models=[mega_chunk,transformer,transformer_vanilla,s4d]", "lengths=[64,512]",
+        "preset_task=listops", "models=[mega_chunk,transformer,transformer_vanilla,transformer_fused,s4d]", "lengths=[64,512]",
         "batch=2", "warmup=1", "repeats=2", f"out_dir={tmp_path}", 'model_overrides=["model.d_model=16","model.net.backbone.n_layers=1","task.max_length=512"]',
         "budget.cell_seconds=600", *overrides,
     ], config_name="bench")
@@ -33,9 +33,9 @@ def test_every_output_file_is_written(tiny: dict) -> None:
     assert (out / "time_vs_length.png").read_bytes()[:4] == b"\x89PNG"
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 8 and {r["model"] for r in rows} == {"mega_chunk", "transformer", "transformer_vanilla", "s4d"}
+    assert len(rows) == 10 and {r["model"] for r in rows} == {"mega_chunk", "transformer", "transformer_vanilla", "transformer_fused", "s4d"}
     saved = json.loads((out / "results.json").read_text())
-    assert saved["meta"]["peak_flops"] > 1e9 and len(saved["targets"]) == 4
+    assert saved["meta"]["peak_flops"] > 1e9 and len(saved["targets"]) == 6
     md = (out / "results.md").read_text()
     assert "| mega_chunk |" in md and "| target | goal | measured | met |" in md
 
@@ -52,8 +52,9 @@ def test_values_are_sane(tiny: dict) -> None:
         assert r["memory_mb"] < 300, r
     assert rows[("transformer", 64)]["speed_vs_transformer"] == pytest.approx(1.0)
     # FLOPs grow with length; the vanilla Transformer's memory grows with it too (it holds (L, L) weights)
-    for model in ("mega_chunk", "transformer", "transformer_vanilla", "s4d"):
+    for model in ("mega_chunk", "transformer", "transformer_vanilla", "transformer_fused", "s4d"):
         assert rows[(model, 512)]["flops_per_step"] > rows[(model, 64)]["flops_per_step"]
+    assert rows[("mega_chunk", 512)]["speed_vs_transformer_fused"] > 0
     for model in ("transformer", "transformer_vanilla"):
         assert rows[(model, 512)]["memory_mb"] > rows[(model, 64)]["memory_mb"]
 
