@@ -249,7 +249,7 @@ def run_grid(cfg) -> list[dict[str, Any]]:
                     spec = {"model": model, "task": cfg.preset_task, "length": length, "batch": cfg.batch, "device": device,
                             "precision": cfg.precision, "warmup": cfg.warmup, "repeats": cfg.repeats,
                             "inference": cfg.inference, "flops": cfg.flops, "model_overrides": list(cfg.model_overrides)}
-                    row |= run_cell("lra_bench.bench", [json.dumps(spec)], cfg.budget.timeout_seconds)
+                    row |= run_cell("lra_bench.bench", spec, cfg.budget.timeout_seconds)
                 history.append(row)
                 rows.append(row)
                 shown = row.get("skipped") or f"{row['tokens_per_s']:,.0f} tokens/s, {row['memory_mb']:,.0f} MB"
@@ -297,6 +297,22 @@ def check_targets(rows: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
+def length_table(title: str, key: str, kind: str, models: list[str], lengths: list[int], by: dict) -> list[str]:
+    """Models x lengths of ``key``, each cell with its ``kind`` ratios against the SDPA / vanilla Transformer."""
+    out = [title, "", "| model | " + " | ".join(f"L={n}" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
+    for m in models:
+        cells = []
+        for n in lengths:
+            r = by.get((m, n), {})
+            if "skipped" in r:
+                cells.append("skipped")
+            elif r:
+                ratio = "/".join(f"{r[k]:.2f}x" if k in r else "–" for k in (f"{kind}_vs_transformer", f"{kind}_vs_transformer_vanilla"))
+                cells.append(f"{r[key]:,.0f} ({ratio})")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out
+
+
 def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
     lengths = sorted({r["length"] for r in rows})
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -305,30 +321,10 @@ def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
            f"median of {meta['repeats']} steps after {meta['warmup']} warm-up; memory = the step's own peak "
            f"({'CUDA allocator' if meta['device'] == 'cuda' else 'peak RSS minus the RSS before the step'}); "
            f"peak matmul {meta['peak_flops'] / 1e9:,.0f} GFLOP/s.", ""]
-    out += ["Training tokens/s (speed x vs SDPA Transformer / vanilla Transformer):", "",
-            "| model | " + " | ".join(f"L={n}" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
-    for m in models:
-        cells = []
-        for n in lengths:
-            r = by.get((m, n), {})
-            if "skipped" in r:
-                cells.append("skipped")
-            elif r:
-                ratio = "/".join(f"{r[k]:.2f}x" if k in r else "–" for k in ("speed_vs_transformer", "speed_vs_transformer_vanilla"))
-                cells.append(f"{r['tokens_per_s']:,.0f} ({ratio})")
-        out.append(f"| {m} | " + " | ".join(cells) + " |")
-    out += ["", "Training-step memory MB (memory x vs SDPA / vanilla Transformer):", "",
-            "| model | " + " | ".join(f"L={n}" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
-    for m in models:
-        cells = []
-        for n in lengths:
-            r = by.get((m, n), {})
-            if "skipped" in r:
-                cells.append("skipped")
-            elif r:
-                ratio = "/".join(f"{r[k]:.2f}x" if k in r else "–" for k in ("memory_vs_transformer", "memory_vs_transformer_vanilla"))
-                cells.append(f"{r['memory_mb']:,.0f} ({ratio})")
-        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    out += length_table("Training tokens/s (speed x vs SDPA Transformer / vanilla Transformer):", "tokens_per_s", "speed",
+                        models, lengths, by)
+    out += [""] + length_table("Training-step memory MB (memory x vs SDPA / vanilla Transformer):", "memory_mb", "memory",
+                               models, lengths, by)
     if 4096 in lengths:
         out += ["", "At L = 4096, as the Mega paper's columns (paper: vs its Transformer, on A100):", "",
                 "| model | speed x (SDPA) | memory x (SDPA) | speed x (vanilla) | memory x (vanilla) | paper speed | paper memory |",
@@ -437,8 +433,9 @@ def run(cfg) -> dict[str, Any]:
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--cell":
-        print(json.dumps(measure_cell(json.loads(sys.argv[2]))))
+    from lra_bench.benchmarking import serve_cell
+
+    if serve_cell(sys.argv[1:], measure_cell):
         return
     import hydra
 

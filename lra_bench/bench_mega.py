@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from lra_bench.benchmarking import run_cell, time_step
+from lra_bench.benchmarking import run_cell, serve_cell, time_step
 from lra_bench.process_memory import peak_rss_mb
 
 D, H, Z, N, F_, LAYERS, CHUNK, TRUNCATION = 128, 256, 64, 16, 256, 4, 128, 1024
@@ -121,9 +121,7 @@ def markdown(rows: list[dict], checks: list[tuple]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--cell":
-        model, length, batch, warmup, repeats = argv[1], *map(int, argv[2:6])
-        print(json.dumps(measure_cell(model, length, batch, warmup, repeats)))
+    if serve_cell(argv, lambda spec: measure_cell(**spec)):
         return 0
     p = argparse.ArgumentParser(prog="python -m lra_bench.bench_mega", description=__doc__.splitlines()[0])
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
@@ -141,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             if "full" in model or model == "mega":
                 if length > args.full_max_length:
                     continue
-            row = {"model": model, "length": length, "batch": args.batch,
-                   **run_cell("lra_bench.bench_mega", [model, str(length), str(args.batch), str(args.warmup), str(args.repeats)], args.timeout)}
+            spec = {"model": model, "length": length, "batch": args.batch, "warmup": args.warmup, "repeats": args.repeats}
+            row = {"model": model, "length": length, "batch": args.batch, **run_cell("lra_bench.bench_mega", spec, args.timeout)}
             rows.append(row)
             shown = row.get("skipped") or f"{row['tokens_per_s']:,.0f} tokens/s, median {row['median_s']:.3f} s, peak {row['peak_rss_mb']:,.0f} MB"
             print(f"{model:>17} L={length:<6} {shown}", flush=True)

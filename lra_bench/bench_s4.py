@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from lra_bench.benchmarking import run_cell, time_step
+from lra_bench.benchmarking import run_cell, serve_cell, time_step
 from lra_bench.process_memory import peak_rss_mb
 
 H, N, LAYERS = 256, 64, 4
@@ -64,9 +64,7 @@ def targets(rows: list[dict]) -> list[tuple[str, float | None, str, bool]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--cell":
-        model, length, batch, warmup, repeats = argv[1], *map(int, argv[2:6])
-        print(json.dumps(measure_cell(model, length, batch, warmup, repeats)))
+    if serve_cell(argv, lambda spec: measure_cell(**spec)):
         return 0
     p = argparse.ArgumentParser(prog="python -m lra_bench.bench_s4", description=__doc__.splitlines()[0])
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
@@ -80,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for length in args.lengths:
         for model in args.models:
-            row = {"model": model, "length": length, "batch": args.batch,
-                   **run_cell("lra_bench.bench_s4", [model, str(length), str(args.batch), str(args.warmup), str(args.repeats)], args.timeout)}
+            spec = {"model": model, "length": length, "batch": args.batch, "warmup": args.warmup, "repeats": args.repeats}
+            row = {"model": model, "length": length, "batch": args.batch, **run_cell("lra_bench.bench_s4", spec, args.timeout)}
             rows.append(row)
             shown = row.get("skipped") or f"{row['tokens_per_s']:,.0f} tokens/s, median {row['median_s']:.2f} s, peak {row['peak_rss_mb']:,.0f} MB"
             print(f"{model:>4} L={length:<6} {shown}", flush=True)

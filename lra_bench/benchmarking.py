@@ -32,11 +32,11 @@ def time_step(step: Callable[[], None], warmup: int, repeats: int, device: torch
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
 
 
-def run_cell(module: str, args: list[str], timeout: float) -> dict[str, Any]:
-    """``python -m module --cell *args`` in a fresh process; its last stdout line is the JSON result.
+def run_cell(module: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """``python -m module --cell <spec as JSON>`` in a fresh process; its last stdout line is the JSON result.
 
     A cell over the time budget, or one that fails (out of memory, say), comes back with ``skipped``."""
-    cmd = [sys.executable, "-m", module, "--cell", *args]
+    cmd = [sys.executable, "-m", module, "--cell", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -49,3 +49,12 @@ def run_cell(module: str, args: list[str], timeout: float) -> dict[str, Any]:
             reason = "killed (out of memory?)"
         return {"skipped": reason}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def serve_cell(argv: list[str], measure: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+    """In the child of ``run_cell``: measure the spec and print the result as one JSON line. False when
+    ``argv`` is not a cell call (the module then runs its own command line)."""
+    if len(argv) < 2 or argv[0] != "--cell":
+        return False
+    print(json.dumps(measure(json.loads(argv[1]))))
+    return True
