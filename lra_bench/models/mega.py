@@ -65,6 +65,13 @@ def relu2(x: torch.Tensor) -> torch.Tensor:
     return F.relu(x).square()
 
 
+def softmax_key_padding(mask: torch.Tensor) -> torch.Tensor:
+    """Keys to mask out of a softmax, from (..., C) True = real key: pads, except in chunks of pads only,
+    which stay unmasked so their rows are finite (their outputs are pad positions, zeroed later)."""
+    pad = ~mask
+    return pad & ~pad.all(dim=-1, keepdim=True)
+
+
 class _ToeplitzFromDiagonals(torch.autograd.Function):
     """T[i, j] = b[S - 1 - i + j] for b of length 2S - 1, with a backward of diagonal sums.
 
@@ -212,8 +219,7 @@ class MovingAverageGatedAttention(nn.Module):
             scores = torch.baddbmm(bias, q.reshape(-1, S, Z), k.reshape(-1, S, Z).transpose(1, 2), alpha=self.scaling)
             scores = scores.view(B, n_chunks, S, S)
             if mask is not None:
-                pad = ~mask
-                pad = pad & ~pad.all(dim=-1, keepdim=True)  # chunks of pads only stay unmasked (no NaN)
+                pad = softmax_key_padding(mask)
                 scores = scores.masked_fill(pad[:, :, None, :], float("-inf"))
             return torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         if mask is None:
@@ -252,8 +258,7 @@ class MovingAverageGatedAttention(nn.Module):
             k, v = k.flip(2), v.flip(2)
             pad = None
             if chunk_mask is not None:
-                pad = ~chunk_mask.flip(2)
-                pad = (pad & ~pad.all(dim=-1, keepdim=True)).reshape(B * n_chunks, 1, C)  # all-pad chunks stay unmasked
+                pad = softmax_key_padding(chunk_mask.flip(2)).reshape(B * n_chunks, 1, C)
             weights = hankel_biased_softmax(q.reshape(-1, C, Z), k.reshape(-1, C, Z), self.rel_pos_bias.hankel(C), pad,
                                             self.scaling).view(B, n_chunks, C, C)
         else:
