@@ -84,13 +84,9 @@ def run_config(listops_root: Path, tmp_path: Path):
 @pytest.fixture(scope="session")
 def all_tasks_root(listops_root: Path) -> Path:
     """One data root with tiny data for all six tasks in their official layouts (ListOps from listops_root)."""
-    from tests.fixtures import write_aan, write_aclimdb, write_cifar_batches, write_pathfinder_tree
+    from tests.fixtures import write_release_tasks
 
     root = listops_root
     if not (root / "aclImdb").exists():
-        write_aclimdb(root)
-        write_aan(root)
-        write_cifar_batches(root)
-        write_pathfinder_tree(root, per_batch=10, batches=2)
-        write_pathfinder_tree(root, resolution=128, per_batch=5, batches=2, empty=None)
+        write_release_tasks(root)
     return root

@@ -136,3 +136,13 @@ def write_pathfinder_tree(root: Path, resolution: int = 32, difficulty: str = "c
             lines.append(f"imgs/{k} sample_{i}.png {i} {label} 1.0 14 4 2 0.5 1 1")
         (base / "metadata" / f"{k}.npy").write_text("\n".join(lines) + "\n")
     return base
+
+
+def write_release_tasks(root: Path) -> Path:
+    """Tiny Text, Retrieval, Image, Pathfinder and Path-X data under ``root``, each in its official layout."""
+    write_aclimdb(root)
+    write_aan(root)
+    write_cifar_batches(root)
+    write_pathfinder_tree(root, per_batch=10, batches=2)
+    write_pathfinder_tree(root, resolution=128, per_batch=5, batches=2, empty=None)
+    return root

@@ -9,7 +9,7 @@ import pytest
 from data_prep import fetch
 from lra_bench.data_check import check
 from tests.conftest import compose_config
-from tests.fixtures import write_aan, write_aclimdb, write_cifar_batches, write_pathfinder_tree
+from tests.fixtures import write_release_tasks
 
 
 @pytest.mark.parametrize("task, expected", [("text", "aclImdb_v1.tar.gz"), ("image", "cifar-10-python.tar.gz"),
@@ -26,11 +26,7 @@ def test_fetch_without_network_prints_the_manual_steps(task: str, expected: str,
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("check")
-    write_aclimdb(root)
-    write_aan(root)
-    write_cifar_batches(root)
-    write_pathfinder_tree(root, per_batch=10, batches=2)
-    write_pathfinder_tree(root, resolution=128, per_batch=5, batches=2, empty=None)
+    write_release_tasks(root)
     return root
 
 

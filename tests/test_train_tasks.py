@@ -8,7 +8,7 @@ import pytest
 
 from lra_bench import train as train_mod
 from tests.conftest import compose_config
-from tests.fixtures import write_aan, write_aclimdb, write_cifar_batches, write_cifar_hub_layout, write_imdb_hub_layout, write_pathfinder_tree
+from tests.fixtures import write_cifar_hub_layout, write_imdb_hub_layout, write_release_tasks
 
 TINY = {
     "mega": ["model.d_model=16", "model.net.head_hidden=32", "model.net.backbone.n_layers=1", "model.net.backbone.d_hidden=16",
@@ -24,11 +24,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("all_tasks")
-    write_aclimdb(root)
-    write_aan(root)
-    write_cifar_batches(root)
-    write_pathfinder_tree(root, per_batch=10, batches=2)
-    write_pathfinder_tree(root, resolution=128, per_batch=5, batches=2, empty=None)
+    write_release_tasks(root)
     write_imdb_hub_layout(root / "hub_imdb")
     write_cifar_hub_layout(root / "hub_cifar")
     return root
