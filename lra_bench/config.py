@@ -14,7 +14,7 @@ from lra_bench.errors import ConfigError, LRAError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "conf"
-CONFIG_PATH = "../conf"  # relative to this package, as hydra.main wants it (editable install or checkout)
+CONFIG_PATH = str(CONFIG_DIR)  # absolute, so an entry point in any subpackage finds it (hydra.main)
 
 if not OmegaConf.has_resolver("lra_project_root"):
     OmegaConf.register_new_resolver("lra_project_root", lambda: str(PROJECT_ROOT))
@@ -39,7 +39,7 @@ def is_multirun() -> bool:
 
 def _sweep_name() -> str:
     """Default multirun name: the command's overrides as a folder name (stable across reruns)."""
-    from lra_bench.run_state import slug
+    from lra_bench.training.run_state import slug
 
     hc = hydra_runtime()
     return slug(",".join(hc.overrides.task)) if hc is not None else "adhoc"
@@ -47,14 +47,14 @@ def _sweep_name() -> str:
 
 def _run_label(run_name: str) -> str:
     """W&B run name: run_name, plus the job's overrides inside a multirun."""
-    from lra_bench.run_state import slug
+    from lra_bench.training.run_state import slug
 
     hc = hydra_runtime()
     return f"{run_name}:{slug(hc.job.override_dirname)}" if is_multirun() and hc.job.override_dirname else run_name
 
 
 _RESOLVERS = {
-    "lra_slug": lambda overrides: __import__("lra_bench.run_state", fromlist=["slug"]).slug(str(overrides or "")),
+    "lra_slug": lambda overrides: __import__("lra_bench.training.run_state", fromlist=["slug"]).slug(str(overrides or "")),
     "lra_sweep_name": _sweep_name,
     "lra_multirun_only": lambda value: value if is_multirun() else None,
     "lra_run_label": _run_label,

@@ -13,7 +13,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lra_bench.callbacks import count_parameters
+from lra_bench.training.callbacks import count_parameters
 from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error, resolve_vocab_size
 from lra_bench.errors import LRAError
 

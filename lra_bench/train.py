@@ -21,13 +21,13 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lra_bench.callbacks import SpeedMonitor, count_parameters
+from lra_bench.training.callbacks import SpeedMonitor, count_parameters
 from lra_bench.config import CONFIG_PATH, check_multirun_ddp, check_names, exit_on_lra_error, hydra_runtime, is_multirun, resolve_vocab_size
-from lra_bench.faults import NonFiniteGuard, Preemption
-from lra_bench.loggers import finish_wandb
-from lra_bench.module import LRAModule
-from lra_bench.run_state import clear_error, finished_result, record_error, resume_checkpoint, set_aside, wandb_id
-from lra_bench.summary import print_summary
+from lra_bench.training.faults import NonFiniteGuard, Preemption
+from lra_bench.training.loggers import finish_wandb
+from lra_bench.training.module import LRAModule
+from lra_bench.training.run_state import clear_error, finished_result, record_error, resume_checkpoint, set_aside, wandb_id
+from lra_bench.training.summary import print_summary
 
 log = logging.getLogger("lra_bench.train")
 

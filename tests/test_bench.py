@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lra_bench import bench
+from lra_bench.benchmarks import bench
 from tests.conftest import compose_config
 
 def bench_config(tmp_path: Path, *overrides: str):

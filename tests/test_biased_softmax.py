@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lra_bench.models.biased_softmax import hankel_biased_softmax
-from lra_bench.models.mega import MovingAverageGatedAttention, SimpleRelativePositionalBias
+from lra_bench.models.mega.biased_softmax import hankel_biased_softmax
+from lra_bench.models.mega.mega import MovingAverageGatedAttention, SimpleRelativePositionalBias
 
 
 def plain(q, k, bias_module, S, pad, scaling):

@@ -8,7 +8,7 @@ from torch import nn
 
 from lra_bench.models.classifier import SequenceClassifier
 from lra_bench.models.masks import masked_mean
-from lra_bench.models.transformer import TransformerEncoder
+from lra_bench.models.attention.transformer import TransformerEncoder
 
 
 class Identity(nn.Module):

@@ -11,7 +11,7 @@ import pytest
 
 from lra_bench import train as train_mod
 from lra_bench.data.listops import ListOpsDataModule
-from lra_bench.faults import NonFiniteError
+from lra_bench.training.faults import NonFiniteError
 from tests.conftest import TINY_RUN, compose_config
 
 STEPS = ["trainer.max_epochs=2", "checkpoint_every_n_steps=2", "model.net.backbone.dropout=0.1", "trainer.deterministic=true"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lra_bench.loggers import resolve_wandb_mode
+from lra_bench.training.loggers import resolve_wandb_mode
 
 
 def test_no_credentials_means_offline_with_a_note(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

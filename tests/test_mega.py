@@ -11,8 +11,8 @@ from transformers.models.deprecated.mega import MegaConfig
 from transformers.models.deprecated.mega.modeling_mega import MegaBlock
 
 from lra_bench.models.classifier import SequenceClassifier
-from lra_bench.models.ema import MultiHeadEMA, fast_fft_size
-from lra_bench.models.mega import (
+from lra_bench.models.mega.ema import MultiHeadEMA, fast_fft_size
+from lra_bench.models.mega.mega import (
     LAPLACE_MU,
     LAPLACE_SIGMA,
     MegaEncoder,

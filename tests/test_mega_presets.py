@@ -7,7 +7,7 @@ import math
 import pytest
 from hydra.utils import instantiate
 
-from lra_bench.callbacks import count_parameters
+from lra_bench.training.callbacks import count_parameters
 from tests.conftest import compose_config
 
 # task: layers, D, H (= F), Z, N, truncation, attention, norm, prenorm, dropout, lr, weight decay,

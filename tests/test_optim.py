@@ -9,8 +9,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from lra_bench.module import LRAModule
-from lra_bench.optim import build_param_groups, describe_param_groups, lr_factor, resolve_warmup
+from lra_bench.training.module import LRAModule
+from lra_bench.training.optim import build_param_groups, describe_param_groups, lr_factor, resolve_warmup
 
 
 class Tiny(nn.Module):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lra_bench.process_memory import current_rss_mb, peak_rss_mb, reset_peak_rss
+from lra_bench.benchmarks.process_memory import current_rss_mb, peak_rss_mb, reset_peak_rss
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux")
 
@@ -22,7 +22,7 @@ def touched(mb: int) -> bytearray:
 def test_a_child_of_a_large_parent_reports_its_own_peak() -> None:
     block = touched(400)
     assert peak_rss_mb() > 400
-    code = "from lra_bench.process_memory import peak_rss_mb; print(peak_rss_mb())"
+    code = "from lra_bench.benchmarks.process_memory import peak_rss_mb; print(peak_rss_mb())"
     child_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     del block
     # ru_maxrss would say > 400 here: Linux carries it across fork + exec

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from lra_bench.models.classifier import SequenceClassifier
-from lra_bench.models.s4 import FFTConv, S4Encoder
-from lra_bench.models.ssm_kernels import SSMKernelDiag, SSMKernelDPLR, hippo_legs, nplr_legs, s4d_init
-from lra_bench.optim import build_param_groups
+from lra_bench.models.ssm.s4 import FFTConv, S4Encoder
+from lra_bench.models.ssm.s4_kernels import SSMKernelDiag, SSMKernelDPLR, hippo_legs, nplr_legs, s4d_init
+from lra_bench.training.optim import build_param_groups
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

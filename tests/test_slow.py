@@ -81,7 +81,7 @@ def test_ddp_on_cpu_with_two_processes_matches_one_process(listops_root: Path, t
     ddp = train_mod.train(compose_config([*common, f"paths.output_dir={tmp_path / 'ddp'}", "task.batch_size=8", "trainer=ddp",
                                           "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn",
                                           "trainer.sync_batchnorm=false"]))
-    from lra_bench.run_state import checkpoint_step
+    from lra_bench.training.run_state import checkpoint_step
 
     # under ddp_spawn the training loop runs in the children; their best checkpoint holds the step count
     assert checkpoint_step(Path(ddp["best_checkpoint"])) == checkpoint_step(Path(single["best_checkpoint"]))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lra_bench import report
+from lra_bench.reporting import report
 from lra_bench.config import PROJECT_ROOT
-from lra_bench.sweep import collect
+from lra_bench.training.sweep import collect
 from tests.conftest import compose_config
 from tests.wandb_records import read_run
 

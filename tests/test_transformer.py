@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lra_bench.models.transformer import PositionalEncoding, TransformerEncoder, sinusoidal_table
+from lra_bench.models.attention.transformer import PositionalEncoding, TransformerEncoder, sinusoidal_table
 
 
 def make(**kw) -> TransformerEncoder:

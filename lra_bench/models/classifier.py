@@ -6,16 +6,27 @@ Mega, S4 and the Transformer drop in unchanged. Pooling uses true lengths (pads 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lra_bench.models.embedding import RealNumberEmbedding, TokenEmbedding
 from lra_bench.models.masks import masked_mean
 
-POOLINGS = ("mean", "cls", "sum")
+POOLINGS = ("mean", "cls", "first", "sum")
 PAIR_FEATURES = ("concat", "nli")
+
+
+def stack_pair(tokens: torch.Tensor, lengths: torch.Tensor, tokens2: torch.Tensor, lengths2: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both documents of B pairs as one batch of 2B rows, right-padded to the longer of the two: one backbone
+    pass instead of two (faster; padding never counts, so each row's output is what it would be alone)."""
+    width = max(tokens.size(1), tokens2.size(1))
+    pad = lambda t: F.pad(t, (0, width - t.size(1)))  # noqa: E731
+    return torch.cat([pad(tokens), pad(tokens2)]), torch.cat([lengths, lengths2])
 
 
 class ClassifierHead(nn.Module):
@@ -56,7 +67,13 @@ class SequenceClassifier(nn.Module):
 
     input: ``tokens`` (ids -> ``TokenEmbedding``) or ``real`` (pixel values -> ``RealNumberEmbedding``).
     padding_idx: the id whose embedding row is frozen (0 for text; None for pixel tokens, where 0 is black).
-    pair_features: ``concat`` = [u, v] (LRA, Mega) or ``nli`` = [u, v, u*v, u-v] (S4).
+    pooling: ``mean`` over real positions, ``cls`` (a learned token prepended, read at position 0), ``first``
+    (position 0 itself, no token added: LRA's dual encoder, whose "CLS" pooling reads the first byte) or ``sum``.
+    pair_features: ``concat`` = [u, v] (LRA, Mega) or ``nli`` = [u, v, u*v, u-v] (S4). Both documents of a pair
+    run through the backbone as one batch of 2B rows (as S4 does: BatchNorm statistics span both).
+    mask_zero_inputs: hide input id 0 from attention although it is data (LRA's ``inputs > 0`` padding mask,
+    which on pixel tasks masks every black pixel; the CLS token takes the first pixel's mask, as in LRA). Only
+    for backbones whose ``forward`` takes ``token_mask`` (the LRA Transformer).
     """
 
     def __init__(
@@ -78,6 +95,7 @@ class SequenceClassifier(nn.Module):
         head_out_bias: bool = True,
         pair: bool = False,
         pair_features: str = "concat",
+        mask_zero_inputs: bool = False,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -96,6 +114,10 @@ class SequenceClassifier(nn.Module):
         else:
             raise ValueError(f"input must be tokens or real, got {input!r}")
         self.embed_dropout = nn.Dropout(embed_dropout)
+        if mask_zero_inputs and "token_mask" not in inspect.signature(backbone.forward).parameters:
+            raise ValueError(f"mask_zero_inputs needs a backbone whose forward takes token_mask; "
+                             f"{type(backbone).__name__} does not (it is LRA's Transformer quirk)")
+        self.mask_zero_inputs = mask_zero_inputs
         self.backbone = backbone
         self.pooling = pooling
         self.cls = nn.Parameter(torch.zeros(d_model)) if pooling == "cls" else None
@@ -107,11 +129,14 @@ class SequenceClassifier(nn.Module):
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens: (B, L), lengths: (B,) -> pooled (B, D)."""
         x = self.embed_dropout(self.embedding(tokens))
+        token_mask = tokens > 0 if self.mask_zero_inputs else None
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.size(0), 1, -1).to(x.dtype), x], dim=1)
             lengths = lengths + 1
-        x = self.backbone(x, lengths)
-        if self.pooling == "cls":
+            if token_mask is not None:
+                token_mask = torch.cat([token_mask[:, :1], token_mask], dim=1)  # LRA: CLS inherits the first mask
+        x = self.backbone(x, lengths) if token_mask is None else self.backbone(x, lengths, token_mask=token_mask)
+        if self.pooling in ("cls", "first"):
             return x[:, 0]
         if self.pooling == "sum":
             return x.sum(1)  # backbones return zeros at pads
@@ -125,12 +150,11 @@ class SequenceClassifier(nn.Module):
         lengths2: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, num_classes). Pair mode needs tokens2/lengths2."""
-        u = self.encode(tokens, lengths)
         if not self.pair:
-            return self.head(u)
+            return self.head(self.encode(tokens, lengths))
         if tokens2 is None or lengths2 is None:
             raise ValueError("a pair classifier needs tokens2 and lengths2 (a PairBatch)")
-        v = self.encode(tokens2, lengths2)
+        u, v = self.encode(*stack_pair(tokens, lengths, tokens2, lengths2)).chunk(2)
         feats = [u, v, u * v, u - v] if self.pair_features == "nli" else [u, v]
         return self.head(torch.cat(feats, dim=-1))
 

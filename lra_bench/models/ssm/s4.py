@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lra_bench.models.masks import length_mask
-from lra_bench.models.ssm_kernels import SSMKernelDiag, SSMKernelDPLR
+from lra_bench.models.ssm.s4_kernels import SSMKernelDiag, SSMKernelDPLR
 
 
 class DropoutNd(nn.Module):

@@ -11,7 +11,7 @@ peak is one chunk, in the forward and in the backward.
 
 Parameters (S4's names): ``inv_dt`` (Delta = softplus(inv_dt), or ``log_dt`` with exp), ``A_real`` and
 ``A_imag`` (lambda = -exp(A_real) - i A_imag), ``B``, ``P`` and ``C`` (complex, stored with view_as_real).
-Each carries ``_optim`` settings for the optimizer groups (lra_bench/optim.py).
+Each carries ``_optim`` settings for the optimizer groups (lra_bench/training/optim.py).
 """
 
 from __future__ import annotations

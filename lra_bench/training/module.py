@@ -17,7 +17,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lra_bench.optim import build_param_groups, describe_param_groups, lr_factor, resolve_warmup
+from lra_bench.training.optim import build_param_groups, describe_param_groups, lr_factor, resolve_warmup
 
 log = logging.getLogger(__name__)
 

@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.models.biased_softmax import hankel_biased_softmax
+from lra_bench.models.mega.biased_softmax import hankel_biased_softmax
 from lra_bench.models.dropout import Dropout
-from lra_bench.models.ema import MultiHeadEMA
+from lra_bench.models.mega.ema import MultiHeadEMA
 from lra_bench.models.masks import length_mask
 from lra_bench.models.norms import SequenceNorm
 

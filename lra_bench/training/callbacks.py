@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lra_bench.process_memory import peak_rss_mb
+from lra_bench.benchmarks.process_memory import peak_rss_mb
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -2,7 +2,7 @@
 
 - ``Preemption``: SIGTERM or SIGINT lets the current batch finish, saves ``checkpoints/preempted.ckpt``
   and stops training; ``lra_bench.train`` then exits with 128 + the signal number. Rerunning the same
-  command resumes (see ``lra_bench.run_state``).
+  command resumes (see ``lra_bench.training.run_state``).
 - ``NonFiniteGuard``: checked before every optimizer step, so bad gradients never reach the weights.
   ``stop`` (default) ends the run with a message naming the step and the last good checkpoint;
   ``skip`` drops the update, counts it and logs ``train/nonfinite_skipped``.
@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 
 from lra_bench.errors import LRAError
-from lra_bench.run_state import resume_checkpoint
+from lra_bench.training.run_state import resume_checkpoint
 
 log = logging.getLogger(__name__)
 

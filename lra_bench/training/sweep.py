@@ -1,7 +1,7 @@
 """Hydra multirun support: the end-of-sweep summary of which cells finished, failed or were skipped.
 
 Each job records ``result.json`` (finished) or ``error.json`` (failed) in its folder
-(lra_bench/run_state.py); a failing job does not stop the others (lra_bench.train catches it inside a
+(lra_bench/training/run_state.py); a failing job does not stop the others (lra_bench.train catches it inside a
 multirun), and rerunning the same sweep skips the finished cells and reruns the failed or missing ones.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-log = logging.getLogger("lra_bench.sweep")
+log = logging.getLogger("lra_bench.training.sweep")
 
 
 def _overrides(folder: Path) -> list[str]:

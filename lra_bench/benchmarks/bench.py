@@ -1,0 +1,453 @@
+"""Efficiency benchmark: training-step speed, inference speed, memory, FLOPs and MFU of every model by length.
+
+    python -m lra_bench.bench [models=[mega,transformer] lengths=[1024,4096] batch=2 device=cuda precision=bf16 ...]
+    make bench
+
+Each model is built from its preset for ``task`` (default Text, the Mega paper's speed/memory setting) and runs
+on random inputs in training mode with the preset's dropouts. Three Transformers: ``transformer`` (the preset,
+``scaled_dot_product_attention``; with its attention dropout 0.1 PyTorch runs SDPA's math kernel on CPU),
+``transformer_vanilla`` (explicit softmax(QK^T)V, the LRA and Mega papers' baseline) and ``transformer_fused``
+(the preset without attention dropout, so SDPA takes its fused flash kernel: the fastest Transformer here). Every cell (model x length) runs in its own
+process: on CPU its memory is the step's own peak (peak RSS minus the RSS before the first step: the ~250 MB of
+libraries are the same for every model and would flatten the ratios; the raw peak RSS is kept too), on CUDA
+the allocator's peak. Timing: ``warmup`` steps, then the median (and min/max) of ``repeats`` steps.
+
+A cell whose time or memory, predicted from the model's previous length with its measured growth, would exceed
+the budget is skipped and marked, as is one that runs over ``budget.timeout_seconds`` or is killed.
+
+FLOPs per step are counted by ``FlopCounterMode`` (matmuls, including complex ones counted as real) plus analytic
+terms for what it misses: FFTs (2.5 n log2 n per real transform, 5 n log2 n per complex one) and CPU SDPA kernels.
+Elementwise work (softmax, norms, activations) is not counted. MFU = FLOPs / step time / the peak fp32 matmul
+throughput measured on this machine at start.
+
+Outputs in ``out_dir``: results.csv, results.json, results.md (the table with speed and memory ratios against
+both Transformers, laid out like the Mega paper's columns, and every target with its measured ratio),
+time_vs_length.png and memory_vs_length.png; with ``logger=wandb`` a W&B run (job_type bench) gets the table
+and the plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("lra_bench.benchmarks.bench")
+
+QUADRATIC = {"mega", "transformer", "transformer_vanilla", "transformer_fused"}
+# ratios are computed against each of these; the tables show the first two (the paper's baselines)
+REFERENCES = ("transformer", "transformer_vanilla", "transformer_fused")
+# (model, reference, length, kind, goal): Mega issue / paper claims, CPU targets of the benchmark issue
+TARGETS = (
+    ("mega_chunk", "transformer", 4096, "speed", 2.0),
+    ("mega_chunk", "transformer", 16384, "speed", 6.0),
+    ("mega_chunk", "transformer_vanilla", 4096, "speed", 5.5),
+    ("mega_chunk", "transformer_vanilla", 4096, "memory", 0.13),
+    ("mega_chunk", "transformer_fused", 4096, "speed", 2.0),  # the same speed goals against the fastest Transformer
+    ("mega_chunk", "transformer_fused", 16384, "speed", 6.0),
+)
+PAPER_4K = {"mega": (2.9, 0.31), "mega_chunk": (5.5, 0.13), "s4": (4.8, 0.14)}  # vs their Transformer, Text 4K
+
+
+# --- one cell (child process) --------------------------------------------------------------------
+
+def preset_overrides(model: str, task: str) -> list[str]:
+    if model == "transformer_vanilla":
+        return [f"experiment=lra/transformer-{task}", "model.net.backbone.attention=vanilla"]
+    if model == "transformer_fused":  # without attention dropout SDPA takes its fused (flash) kernel, on CPU too
+        return [f"experiment=lra/transformer-{task}", "model.net.backbone.attn_dropout=0.0"]
+    return [f"experiment=lra/{model}-{task}"]
+
+
+def length_overrides(model: str, length: int) -> list[str]:
+    """Size the preset's position tables to the cell's length (a preset holds its task's length)."""
+    if model.startswith("transformer"):
+        return [f"task.max_length={length}", f"model.net.backbone.max_length={length + 1}"]  # + CLS
+    if model in ("mega", "mega_chunk"):
+        return [f"task.max_length={length}", f"model.net.backbone.max_positions={length}"]
+    return [f"task.max_length={length}"]
+
+
+def build_model(model: str, task: str, extra: list[str]):
+    """The preset's classifier (vocabulary from the data: 257 placeholder tokens) and its task config."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    from lra_bench.config import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*preset_overrides(model, task), "paths.output_dir=/tmp", *extra])
+    with open_dict(cfg):
+        if cfg.task.vocab_size is None:
+            cfg.task.vocab_size = 257
+    return instantiate(cfg.model.net), cfg.task
+
+
+def flop_formulas() -> dict:
+    """Analytic FLOPs for ops FlopCounterMode leaves at zero: FFTs and CPU SDPA."""
+    import torch
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def transform(flops_per_point: float, real_side: str):
+        """n log2 n per transform along ``dim``; the real side (input of r2c, output of c2r) gives n and the batch."""
+        def formula(in_shape, dim, *args, out_shape=None, **kwargs) -> int:
+            shape = out_shape if real_side == "out" else in_shape
+            n = math.prod(shape[d] for d in dim)
+            return int(flops_per_point * n * max(math.log2(n), 1.0) * (math.prod(shape) // max(n, 1)))
+        return formula
+
+    def sdpa_cpu(q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(q, k, v)
+
+    def sdpa_cpu_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, q, k, v)
+
+    mapping = {aten._fft_r2c: transform(2.5, "in"), aten._fft_c2r: transform(2.5, "out"), aten._fft_c2c: transform(5.0, "in")}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = sdpa_cpu
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = sdpa_cpu_backward
+    return mapping
+
+
+def measure_cell(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs in the child: build, time training and inference steps, measure memory and FLOPs."""
+    import torch
+    import torch.nn.functional as F
+
+    from lra_bench.benchmarks.cells import time_step
+    from lra_bench.benchmarks.process_memory import current_rss_mb, peak_rss_mb, reset_peak_rss
+
+    torch.manual_seed(0)
+    device = torch.device(spec["device"])
+    net, task = build_model(spec["model"], spec["task"], [*length_overrides(spec["model"], spec["length"]), *spec["model_overrides"]])
+    net = net.to(device).train()
+    B, L = spec["batch"], spec["length"]
+    high = int(task.vocab_size) if task.input == "tokens" else 256
+    low = 1 if task.input == "tokens" and task.get("padding_idx", 0) == 0 else 0
+    docs = 2 if task.pair else 1
+    inputs = []
+    for _ in range(docs):
+        inputs += [torch.randint(low, high, (B, L), device=device), torch.full((B,), L, device=device)]
+    labels = torch.randint(0, int(task.num_classes), (B,), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["precision"] == "bf16")
+
+    def train_step() -> None:
+        with autocast:
+            loss = F.cross_entropy(net(*inputs).float(), labels)
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+
+    base_rss = current_rss_mb()  # the built model and inputs; the step's own memory is what grows above it
+    reset_peak_rss()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train = time_step(train_step, spec["warmup"], spec["repeats"], device)
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        memory = max(peak_rss_mb() - base_rss, 0.0)
+    row: dict[str, Any] = {
+        "train_s": train["median_s"], "train_min_s": train["min_s"], "train_max_s": train["max_s"],
+        "tokens_per_s": B * L * docs / train["median_s"], "memory_mb": memory, "peak_rss_mb": peak_rss_mb(),
+        "params": sum(p.numel() for p in net.parameters()),
+    }
+    if spec["inference"]:
+        net.eval()
+
+        def infer() -> None:
+            with torch.no_grad(), autocast:
+                net(*inputs)
+
+        row["infer_s"] = time_step(infer, 1, spec["repeats"], device)["median_s"]
+        row["infer_tokens_per_s"] = B * L * docs / row["infer_s"]
+        net.train()
+    if spec["flops"]:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
+            train_step()
+        row["flops_per_step"] = counter.get_total_flops()
+    return row
+
+
+# --- the grid (parent process) ---------------------------------------------------------------------
+
+def peak_matmul_flops(device: str) -> float:
+    """Measured fp32 matmul throughput (FLOP/s): median of 5 products of 2048 x 2048 matrices."""
+    import torch
+
+    from lra_bench.benchmarks.cells import time_step
+
+    dev = torch.device(device)
+    n = 2048 if dev.type == "cpu" else 8192
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    t = time_step(lambda: a @ b, 1, 5, dev)["median_s"]
+    return 2 * n**3 / t
+
+
+def predict(history: list[dict], length: int, key: str, quadratic: bool) -> float | None:
+    """Extrapolate a cell's figure from the model's measured lengths (growth exponent measured, 1..2.2)."""
+    done = [h for h in history if key in h and h[key] > 0]
+    if not done:
+        return None
+    last = done[-1]
+    exponent = 2.0 if quadratic else 1.0
+    if len(done) >= 2 and done[-2]["length"] != last["length"]:
+        prev = done[-2]
+        exponent = math.log(last[key] / prev[key]) / math.log(last["length"] / prev["length"])
+        exponent = min(max(exponent, 1.0), 2.2)
+    return last[key] * (length / last["length"]) ** exponent
+
+
+def run_grid(cfg) -> list[dict[str, Any]]:
+    import psutil
+    import torch
+    from rich.progress import Progress
+
+    from lra_bench.benchmarks.cells import run_cell
+
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.budget.memory_mb is not None:
+        memory_budget = float(cfg.budget.memory_mb)
+    elif device == "cuda":
+        memory_budget = 0.7 * torch.cuda.get_device_properties(0).total_memory / 2**20
+    else:
+        memory_budget = 0.7 * psutil.virtual_memory().total / 2**20
+    steps_per_cell = cfg.warmup + cfg.repeats + (1 + cfg.repeats) * 0.4 * bool(cfg.inference) + bool(cfg.flops)
+    rows: list[dict[str, Any]] = []
+    grid = [(m, L) for m in cfg.models for L in sorted(cfg.lengths)]
+    with Progress(transient=False) as progress:
+        bar = progress.add_task("benchmark", total=len(grid))
+        for model in cfg.models:
+            history: list[dict] = []
+            for length in sorted(cfg.lengths):
+                progress.update(bar, description=f"{model} L={length}")
+                row = {"model": model, "length": length, "batch": cfg.batch, "device": device, "precision": cfg.precision}
+                quadratic = model in QUADRATIC
+                t_pred = predict(history, length, "train_s", quadratic)
+                m_pred = predict(history, length, "memory_mb", quadratic)
+                if history and "skipped" in history[-1]:
+                    row["skipped"] = f"skipped at L={history[-1]['length']}" if "skipped at L=" not in history[-1]["skipped"] else history[-1]["skipped"]
+                elif t_pred is not None and t_pred * steps_per_cell > cfg.budget.cell_seconds:
+                    row["skipped"] = f"predicted {t_pred * steps_per_cell:.0f} s > budget {cfg.budget.cell_seconds} s"
+                elif m_pred is not None and m_pred > memory_budget:
+                    row["skipped"] = f"predicted {m_pred:,.0f} MB > budget {memory_budget:,.0f} MB"
+                if "skipped" in row and t_pred is not None:  # kept for an explicitly labelled extrapolation
+                    row["predicted_train_s"], row["predicted_memory_mb"] = t_pred, m_pred
+                else:
+                    spec = {"model": model, "task": cfg.preset_task, "length": length, "batch": cfg.batch, "device": device,
+                            "precision": cfg.precision, "warmup": cfg.warmup, "repeats": cfg.repeats,
+                            "inference": cfg.inference, "flops": cfg.flops, "model_overrides": list(cfg.model_overrides)}
+                    row |= run_cell("lra_bench.benchmarks.bench", spec, cfg.budget.timeout_seconds)
+                history.append(row)
+                rows.append(row)
+                shown = row.get("skipped") or f"{row['tokens_per_s']:,.0f} tokens/s, {row['memory_mb']:,.0f} MB"
+                progress.console.print(f"{model:>20} L={length:<6} {shown}")
+                progress.advance(bar)
+    return rows
+
+
+def add_ratios(rows: list[dict], peak_flops: float) -> None:
+    """Speed and memory ratios against both Transformers at the same length, and MFU."""
+    by = {(r["model"], r["length"]): r for r in rows if "skipped" not in r}
+    for r in rows:
+        if "skipped" in r:
+            continue
+        if r.get("flops_per_step"):
+            r["flops_per_s"] = r["flops_per_step"] / r["train_s"]
+            r["mfu"] = r["flops_per_s"] / peak_flops
+        for ref in REFERENCES:
+            base = by.get((ref, r["length"]))
+            if base:
+                r[f"speed_vs_{ref}"] = r["tokens_per_s"] / base["tokens_per_s"]
+                if base["memory_mb"] > 0:
+                    r[f"memory_vs_{ref}"] = r["memory_mb"] / base["memory_mb"]
+
+
+def check_targets(rows: list[dict]) -> list[dict[str, Any]]:
+    """Each target with its measured ratio; when the reference cell was skipped by the budget, also the ratio
+    against the reference's extrapolated figures (its measured growth), labelled as such."""
+    by = {(r["model"], r["length"]): r for r in rows}
+    out = []
+    for model, ref, length, kind, goal in TARGETS:
+        r, base = by.get((model, length), {}), by.get((ref, length), {})
+        value = r.get(f"{kind}_vs_{ref}")
+        met = value is not None and (value >= goal if kind == "speed" else value <= goal)
+        note, extrapolated = None, None
+        if value is None:
+            note = r.get("skipped") or base.get("skipped") or "not in the grid"
+            if "skipped" not in r and r and base.get("predicted_train_s"):
+                if kind == "speed":
+                    extrapolated = base["predicted_train_s"] / r["train_s"]
+                elif base.get("predicted_memory_mb"):
+                    extrapolated = r["memory_mb"] / base["predicted_memory_mb"]
+        out.append({"claim": f"{model} {kind} vs {ref} at {length}", "goal": f"{'>=' if kind == 'speed' else '<='} {goal}x",
+                    "measured": value, "met": met, "note": note, "extrapolated": extrapolated})
+    return out
+
+
+def length_table(title: str, key: str, kind: str, models: list[str], lengths: list[int], by: dict) -> list[str]:
+    """Models x lengths of ``key``, each cell with its ``kind`` ratios against the SDPA / vanilla Transformer."""
+    out = [title, "", "| model | " + " | ".join(f"L={n}" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
+    for m in models:
+        cells = []
+        for n in lengths:
+            r = by.get((m, n), {})
+            if "skipped" in r:
+                cells.append("skipped")
+            elif r:
+                ratio = "/".join(f"{r[k]:.2f}x" if k in r else "–" for k in (f"{kind}_vs_transformer", f"{kind}_vs_transformer_vanilla"))
+                cells.append(f"{r[key]:,.0f} ({ratio})")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out
+
+
+def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
+    lengths = sorted({r["length"] for r in rows})
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    by = {(r["model"], r["length"]): r for r in rows}
+    out = [f"Benchmark on {meta['device']} ({meta['precision']}), task preset `{meta['task']}`, batch {meta['batch']}, "
+           f"median of {meta['repeats']} steps after {meta['warmup']} warm-up; memory = the step's own peak "
+           f"({'CUDA allocator' if meta['device'] == 'cuda' else 'peak RSS minus the RSS before the step'}); "
+           f"peak matmul {meta['peak_flops'] / 1e9:,.0f} GFLOP/s.", ""]
+    out += length_table("Training tokens/s (speed x vs SDPA Transformer / vanilla Transformer):", "tokens_per_s", "speed",
+                        models, lengths, by)
+    out += [""] + length_table("Training-step memory MB (memory x vs SDPA / vanilla Transformer):", "memory_mb", "memory",
+                               models, lengths, by)
+    if 4096 in lengths:
+        out += ["", "At L = 4096, as the Mega paper's columns (paper: vs its Transformer, on A100):", "",
+                "| model | speed x (SDPA) | memory x (SDPA) | speed x (vanilla) | memory x (vanilla) | paper speed | paper memory |",
+                "|---|---|---|---|---|---|---|"]
+        for m in models:
+            r = by.get((m, 4096), {})
+            fmt = lambda k: f"{r[k]:.2f}x" if k in r else ("skipped" if "skipped" in r else "–")  # noqa: E731
+            paper = PAPER_4K.get(m, ("–", "–"))
+            out.append(f"| {m} | {fmt('speed_vs_transformer')} | {fmt('memory_vs_transformer')} | "
+                       f"{fmt('speed_vs_transformer_vanilla')} | {fmt('memory_vs_transformer_vanilla')} | {paper[0]} | {paper[1]} |")
+    out += ["", "Inference tokens/s, FLOPs per training step and MFU:", "",
+            "| model | L | inference tokens/s | GFLOPs / step | MFU |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" not in r:
+            inf = f"{r['infer_tokens_per_s']:,.0f}" if "infer_tokens_per_s" in r else "–"
+            gf = f"{r['flops_per_step'] / 1e9:,.1f}" if r.get("flops_per_step") else "–"
+            mfu = f"{100 * r['mfu']:.1f}%" if "mfu" in r else "–"
+            out.append(f"| {r['model']} | {r['length']} | {inf} | {gf} | {mfu} |")
+    out += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
+    for t in targets:
+        measured = f"{t['measured']:.2f}x" if t["measured"] is not None else f"not measured ({t['note']})"
+        if t.get("extrapolated") is not None:
+            measured += f"; about {t['extrapolated']:.1f}x against the reference's extrapolated figure"
+        out.append(f"| {t['claim']} | {t['goal']} | {measured} | {'yes' if t['met'] else 'no'} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(rows: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for key, label, name in (("train_s", "training step time (s)", "time_vs_length.png"),
+                             ("memory_mb", "training step memory (MB)", "memory_vs_length.png")):
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for model in dict.fromkeys(r["model"] for r in rows):
+            pts = [(r["length"], r[key]) for r in rows if r["model"] == model and "skipped" not in r and r.get(key, 0) > 0]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=model)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        paths.append(out / name)
+    return paths
+
+
+def write_outputs(rows: list[dict], meta: dict, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    targets = check_targets(rows)
+    columns = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("model", "length"), k))
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "targets": targets}, indent=2, default=str))
+    (out / "results.md").write_text(markdown(rows, targets, meta))
+    pngs = plot(rows, out)
+    return {"csv": out / "results.csv", "json": out / "results.json", "md": out / "results.md", "pngs": pngs}
+
+
+def log_to_wandb(cfg, rows: list[dict], files: dict) -> None:
+    """With logger=wandb: one run (job_type bench) with the results table and the plots."""
+    from hydra.utils import instantiate
+
+    from lra_bench.training.loggers import finish_wandb
+
+    logger_cfg = (cfg.get("logger") or {}).get("wandb")
+    if logger_cfg is None:
+        return
+    import wandb
+
+    try:
+        logger = instantiate(logger_cfg, name=f"bench-{cfg.preset_task}", job_type="bench", group=logger_cfg.get("group") or "bench")
+        run = logger.experiment
+        columns = sorted({k for r in rows for k in r})
+        run.log({"bench/results": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows]),
+                 **{f"bench/{p.stem}": wandb.Image(str(p)) for p in files["pngs"]}})
+        finish_wandb(0)
+    except Exception as e:  # W&B trouble never loses the local results
+        log.warning("logging the benchmark to W&B failed: %s", e)
+        finish_wandb(1)
+
+
+def run(cfg) -> dict[str, Any]:
+    started = time.time()
+    rows = run_grid(cfg)
+    device = rows[0]["device"] if rows else "cpu"
+    peak = peak_matmul_flops(device)
+    add_ratios(rows, peak)
+    meta = {"task": cfg.preset_task, "device": device, "precision": cfg.precision, "batch": cfg.batch, "warmup": cfg.warmup,
+            "repeats": cfg.repeats, "peak_flops": peak, "cpus": os.cpu_count(), "wall_s": time.time() - started}
+    files = write_outputs(rows, meta, Path(cfg.out_dir))
+    log_to_wandb(cfg, rows, files)
+    print(files["md"].read_text())
+    print(f"wrote {', '.join(str(p) for p in [files['csv'], files['json'], files['md'], *files['pngs']])} "
+          f"in {time.time() - started:.0f} s")
+    return {"rows": rows, "meta": meta, "files": files}
+
+
+def main() -> None:
+    from lra_bench.benchmarks.cells import serve_cell
+
+    if serve_cell(sys.argv[1:], measure_cell):
+        return
+    import hydra
+
+    from lra_bench.config import CONFIG_PATH, exit_on_lra_error
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="bench")
+    @exit_on_lra_error
+    def entry(cfg) -> None:
+        run(cfg)
+
+    entry()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The LRA Transformer encoder, shared by every attention mechanism of the LRA paper (and Luna's own block).
+
+Follows ``google-research/long-range-arena`` ``lra_benchmarks/models/transformer/transformer.py``: positions
+(sinusoidal or learned) added to the input, then blocks of attention and an MLP, pre-LN with a final
+LayerNorm by default (post-LN as an option), no causal mask. Every efficient model in LRA keeps this block,
+embedding and pooling and swaps only the attention (``lra_benchmarks/models/<model>/<model>.py``), so here
+the attention is a parameter: ``attention="sdpa"`` or ``"vanilla"`` (full softmax, ``softmax.py``), or a
+factory (a Hydra config with ``_partial_: true``) for a mechanism in this folder or a user's own.
+
+A mechanism is an ``nn.Module`` built as ``factory(d_model=, n_heads=, d_qkv=, dropout=, max_length=)`` (it
+takes whichever of these its constructor names) with ``forward(x: (B, L, D), mask: (B, L) bool | None) ->
+(B, L, D)``: ``mask`` is True where a position may be attended (None: all); outputs at real positions must
+not depend on masked ones.
+
+Shapes: B batch, L length, D model dim, H heads, E = d_qkv / H per-head dim.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from lra_bench.models.attention.softmax import IMPLS, SoftmaxAttention
+from lra_bench.models.masks import length_mask
+
+
+def sinusoidal_table(max_length: int, dim: int) -> torch.Tensor:
+    """The fixed (max_length, dim) table of Vaswani et al.: sin on even, cos on odd channels."""
+    position = torch.arange(max_length, dtype=torch.float32)[:, None]
+    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(max_length, dim)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq[: dim // 2])
+    return table
+
+
+class PositionalEncoding(nn.Module):
+    """Adds a fixed sinusoidal, a learned (N(0, 0.02)) or no position table to x: (B, L, D)."""
+
+    def __init__(self, kind: str, max_length: int, dim: int):
+        super().__init__()
+        if kind not in ("sinusoidal", "learned", "none"):
+            raise ValueError(f"positions must be sinusoidal, learned or none, got {kind!r}")
+        self.kind = kind
+        self.max_length = max_length
+        if kind == "sinusoidal":
+            self.register_buffer("table", sinusoidal_table(max_length, dim), persistent=False)
+        elif kind == "learned":
+            self.table = nn.Parameter(torch.randn(max_length, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "none":
+            return x
+        if x.size(1) > self.max_length:
+            raise ValueError(
+                f"sequence length {x.size(1)} exceeds the position table ({self.max_length}); "
+                "raise model.backbone.max_length"
+            )
+        return x + self.table[: x.size(1)].to(x.dtype)
+
+
+def build_attention(attention: str | Callable[..., nn.Module], **common: object) -> nn.Module:
+    """One layer's mechanism: ``sdpa``/``vanilla`` softmax attention, or ``attention(**common)`` passing the
+    common arguments (d_model, n_heads, d_qkv, dropout, max_length) its constructor names."""
+    if isinstance(attention, str):
+        if attention not in IMPLS:
+            raise ValueError(f"model.net.backbone.attention must be one of {IMPLS} or a mechanism config "
+                             f"(_target_ + _partial_: true), got {attention!r}")
+        return SoftmaxAttention(common["d_model"], common["n_heads"], common["d_qkv"], common["dropout"], attention)
+    target = getattr(attention, "func", attention)
+    params = inspect.signature(target).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return attention(**{k: v for k, v in common.items() if takes_all or k in params})
+
+
+class MlpBlock(nn.Sequential):
+    """Linear(D, d_ff) -> activation -> dropout -> Linear(d_ff, D) (LRA's ``common_layers.MlpBlock``)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str):
+        if activation not in ("gelu", "relu"):
+            raise ValueError(f"activation must be gelu or relu, got {activation!r}")
+        act = nn.GELU() if activation == "gelu" else nn.ReLU()
+        super().__init__(nn.Linear(d_model, d_ff), act, nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+
+
+class TransformerBlock(nn.Module):
+    """Attention then MLP, each in a residual branch; LayerNorm before (prenorm) or after each."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float, prenorm: bool, activation: str, attn: nn.Module):
+        super().__init__()
+        self.prenorm = prenorm
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = MlpBlock(d_model, d_ff, dropout, activation)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.prenorm:
+            x = x + self.dropout(self.attn(self.norm1(x), mask))
+            return x + self.dropout(self.mlp(self.norm2(x)))
+        x = self.norm1(x + self.dropout(self.attn(x, mask)))
+        return self.norm2(x + self.dropout(self.mlp(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """Backbone ``forward(x: (B, L, D), lengths: (B,)) -> (B, L, D)``; pad positions come out as zeros.
+
+    ``token_mask`` (B, L) bool, optional: further positions to hide from attention although they are real
+    (LRA's ``inputs > 0`` on pixel tasks; the classifier passes it when ``mask_zero_inputs`` is on).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        d_ff: int,
+        d_qkv: int | None = None,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.1,
+        prenorm: bool = True,
+        activation: str = "gelu",
+        positions: str = "sinusoidal",
+        max_length: int = 4096,
+        attention: str | Callable[..., nn.Module] = "sdpa",
+    ):
+        super().__init__()
+        self.max_length = max_length
+        self.positions = PositionalEncoding(positions, max_length, d_model)
+        self.dropout = nn.Dropout(dropout)
+        common = dict(d_model=d_model, n_heads=n_heads, d_qkv=d_qkv or d_model, dropout=attn_dropout, max_length=max_length)
+        self.layers = nn.ModuleList(
+            TransformerBlock(d_model, d_ff, dropout, prenorm, activation, build_attention(attention, **common))
+            for _ in range(n_layers)
+        )
+        self.final_norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        real = length_mask(lengths, x.size(1))  # (B, L) True at real positions
+        mask = real if token_mask is None else real & token_mask
+        attend = None if bool(mask.all()) else mask
+        x = self.dropout(self.positions(x))
+        for layer in self.layers:
+            x = layer(x, attend)
+        return self.final_norm(x) * real[..., None].to(x.dtype)
