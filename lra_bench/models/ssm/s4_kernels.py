@@ -34,37 +34,51 @@ def hippo_legs(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return A, B, P
 
 
-def nplr_legs(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def nplr_legs(n: int, b_clip: float | None = 2.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Normal-plus-low-rank form of HiPPO-LegS: A = V (diag(Lambda) - P~ P~*) V*, diagonalised in float64.
 
     -i (A + P P^T) is Hermitian: ``eigh`` gives its real spectrum mu and unitary V, and Lambda = -1/2 + i mu.
     Eigenvalues come in conjugate pairs; the N/2 with negative imaginary part are kept, with
     P~ = V* P and B~ = V* B. Returns (Lambda, P~, B~, V) for the kept half.
+
+    ``b_clip``: Im B~ is clipped to [-b_clip, b_clip], as S4 does for every LegS init, DPLR and diagonal
+    (state-spaces/s4 ``models/s4/s4.py`` ``nplr(..., B_clip=2.0)``); it changes 3 of 8 modes at N = 16 and
+    11 of 32 at N = 64. ``None`` keeps the exact V* B (then V B~ reconstructs HiPPO's B).
     """
     A, B, P = hippo_legs(n)
-    S = A + P[:, None] * P[None, :]
+    # S is formed in float32 and only then diagonalised in float64, as S4 does: eigenvector phases (hence the
+    # phases of B~ and P~) follow the input's rounding, and this keeps them equal to S4's, parameter for parameter
+    S = (A.float() + P.float()[:, None] * P.float()[None, :]).double()
     mu, V = torch.linalg.eigh(S.to(torch.complex128) * -1j)
     lam = torch.diagonal(S).mean() + 1j * mu  # the diagonal of S is -1/2 everywhere
     keep = lam.imag < 0
     lam, V = lam[keep], V[:, keep]
     order = torch.argsort(lam.imag)  # a fixed order: most negative imaginary part first
     lam, V = lam[order], V[:, order]
-    return lam, V.conj().T @ P.to(torch.complex128), V.conj().T @ B.to(torch.complex128), V
+    B = V.conj().T @ B.to(torch.complex128)
+    if b_clip is not None:
+        B = B.real + 1j * B.imag.clamp(-b_clip, b_clip)
+    return lam, V.conj().T @ P.to(torch.complex128), B, V
 
 
 def s4d_init(kind: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lambda, B) of the N/2 stored modes for S4D: ``lin``, ``inv`` or ``legs`` (reference/s4.md §3)."""
+    """(lambda, B) of the N/2 stored modes for S4D: ``lin``, ``inv`` or ``legs``.
+
+    As state-spaces/s4 ``models/s4/s4.py`` ``dplr()``: A = -1/2 - i * imag with imag >= 0, i.e. every kept
+    eigenvalue has a negative imaginary part (S4D-Lin: Im lambda_k = -pi k; S4D-Inv: -(N/pi)(N/(2k+1) - 1)).
+    B = 1 for Lin/Inv; LegS takes lambda and B from the NPLR form with Im B clipped to +-2 (S4's ``B_clip``;
+    the theoretical 1/2 factor is dropped, as in S4).
+    """
     half = n // 2
     k = torch.arange(half, dtype=torch.float64)
     if kind == "lin":
-        lam = -0.5 + 1j * math.pi * k
+        lam = -0.5 - 1j * math.pi * k
         B = torch.ones(half, dtype=torch.complex128)
     elif kind == "inv":
-        lam = -0.5 + 1j * (n / math.pi) * (n / (2 * k + 1) - 1)
+        lam = -0.5 - 1j * (n / math.pi) * (n / (2 * k + 1) - 1)
         B = torch.ones(half, dtype=torch.complex128)
     elif kind == "legs":
         lam, _, B, _ = nplr_legs(n)
-        B = B.real + 1j * B.imag.clamp(-2.0, 2.0)  # S4's B_clip = 2 (the theoretical 1/2 factor is dropped)
     else:
         raise ValueError(f"S4D init must be lin, inv or legs, got {kind!r}")
     return lam.to(torch.complex128), B
@@ -109,7 +123,8 @@ class _SSMKernelBase(nn.Module):
         _register(self, "inv_dt", raw.float(), self.optim["dt"])
         lam = lam.expand(self.n_ssm, -1)
         _register(self, "A_real", torch.log(-lam.real).float().contiguous(), self.optim["A"])
-        _register(self, "A_imag", (-lam.imag).float().contiguous(), self.optim["A"])
+        # S4 stores -Im lambda >= 0, floored at 1e-4 (its inv_transform clamps), so mode 0 of S4D-Lin is not 0
+        _register(self, "A_imag", (-lam.imag).clamp(min=1e-4).float().contiguous(), self.optim["A"])
 
     def dt(self) -> torch.Tensor:
         return F.softplus(self.inv_dt) if self.dt_transform == "softplus" else torch.exp(self.inv_dt)
