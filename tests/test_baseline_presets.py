@@ -19,19 +19,23 @@ S4 = {
     "pathfinder": (256, 64, True, 0.0, None, 1e-3, 0.004, 64, 200, 1e-3, 3333),
     "pathx": (256, 64, True, 0.0, None, 1e-3, 0.001, 16, 50, 1e-4, 3333),
 }
-# S4's hand-set schedule lengths; ours are derived (epochs x batches, last batch kept). Two differ from S4's:
-# Text 32 x ceil(25,000 / 16) = 50,016 (S4: 50,000) and Retrieval 20 x 2,299 = 45,980 (S4: 50,000).
-S4_STEPS = {"listops": 120_000, "text": 50_016, "retrieval": 45_980, "image": 180_000, "pathfinder": 500_000, "pathx": 500_000}
+# S4's hand-set schedule lengths and warmups (scheduler.num_training_steps / num_warmup_steps of each
+# state-spaces/s4 configs/experiment/lra/s4-*.yaml). With drop_last the run itself is epochs x floor(rows / batch):
+# the same except Text (49,984 run vs 50,000 scheduled) and Retrieval (45,960 vs 50,000: the lr ends near 2% of peak).
+S4_SCHEDULE = {"listops": (120_000, 12_000), "text": (50_000, 5_000), "retrieval": (50_000, 5_000), "image": (180_000, 18_000),
+               "pathfinder": (500_000, 50_000), "pathx": (500_000, 50_000)}
+S4_RUN_STEPS = {"listops": 120_000, "text": 49_984, "retrieval": 45_960, "image": 180_000, "pathfinder": 500_000, "pathx": 500_000}
 
 # task: layers, emb, heads, qkv, mlp, dropout, attention dropout, pooling, positions, batch, lr (normalised), wd,
 #       steps, warmup, decay, clip, head hidden
 LRA_TRANSFORMER = {
     "listops": (4, 512, 8, 512, 1024, 0.1, 0.1, "cls", "sinusoidal", 32, 0.05 / math.sqrt(1000), 0.1, 5000, 1000, "rsqrt", None, 1024),
     "text": (4, 256, 4, 256, 1024, 0.1, 0.1, "cls", "sinusoidal", 32, 0.05 / math.sqrt(8000), 0.1, 20_000, 8000, "rsqrt", None, 1024),
-    "retrieval": (4, 128, 4, 128, 512, 0.1, 0.1, "cls", "sinusoidal", 32, 0.05 / math.sqrt(8000), 0.1, 5000, 8000, "rsqrt", None, [512, 256]),
+    "retrieval": (4, 128, 4, 128, 512, 0.1, 0.1, "first", "sinusoidal", 32, 0.05 / math.sqrt(8000), 0.1, 5000, 8000, "rsqrt", None, [512, 256]),
     "image": (1, 128, 8, 64, 128, 0.3, 0.2, "cls", "learned", 256, 5e-4, 0.0, 35_000, 175, "cosine", None, 128),
     "pathfinder": (4, 32, 4, 16, 32, 0.2, 0.1, "mean", "sinusoidal", 512, 1e-3, 0.0, 62_400, 312, "cosine", None, 32),
-    "pathx": (1, 32, 2, 16, 16, 0.1, 0.1, "mean", "learned", 64, 1e-3, 0.0, 500_000, 2500, "cosine", 1.0, 16),
+    # Path-X: base_pathfinder128_config.py line 39, mlp_dim = qkv_dim * 2 = 32 (block MLP and classifier hidden layer)
+    "pathx": (1, 32, 2, 16, 32, 0.1, 0.1, "mean", "learned", 64, 1e-3, 0.0, 500_000, 2500, "cosine", 1.0, 32),
 }
 
 
@@ -50,9 +54,13 @@ def test_s4_presets_hold_the_published_settings(model: str, task: str) -> None:
     assert (bb.norm, bb.bidirectional, bb.dt_min, bb.dt_max) == ("batch", True, dt_min, 0.1)
     assert (bb.lr if isinstance(ssm_lr, float) else dict(bb.lr)) == ssm_lr
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.task.batch_size, cfg.trainer.max_epochs) == (lr, 0.05, batch, epochs)
-    assert (cfg.scheduler.decay, cfg.scheduler.warmup_fraction, cfg.seed) == ("cosine", 0.1, seed)
+    assert (cfg.scheduler.decay, cfg.seed) == ("cosine", seed)
+    assert (cfg.scheduler.total_steps, cfg.scheduler.warmup_steps, cfg.scheduler.warmup_fraction) == (*S4_SCHEDULE[task], None)
+    assert cfg.task.datamodule.drop_last is True
     assert cfg.model.net.pooling == "mean"
-    assert epochs * math.ceil(TRAIN_ROWS[task] / batch) == S4_STEPS[task]
+    assert epochs * (TRAIN_ROWS[task] // batch) == S4_RUN_STEPS[task]
+    if task == "listops":  # S4: l_max 2048 including an appended <eos>, vocabulary 18
+        assert (cfg.task.max_length, cfg.task.vocab_size, cfg.task.datamodule.append_eos) == (2048, 18, True)
     if task in ("text", "retrieval"):
         assert cfg.task.datamodule.tokenizer == "chars" and cfg.task.datamodule.append_eos and cfg.task.vocab_size is None
     if task == "retrieval":
@@ -76,5 +84,9 @@ def test_transformer_presets_hold_the_lra_settings(task: str) -> None:
     assert cfg.optimizer.lr == pytest.approx(lr, rel=1e-3) and cfg.optimizer.weight_decay == wd
     assert list(cfg.optimizer.betas) == [0.9, 0.98] and cfg.optimizer.eps == 1e-9
     assert (cfg.trainer.max_steps, cfg.scheduler.warmup_steps, cfg.scheduler.decay, cfg.trainer.gradient_clip_val) == (steps, warmup, decay, clip)
+    # LRA feeds pixels to the Transformer as tokens and masks black ones out of attention (inputs > 0)
+    assert net.mask_zero_inputs == (task in ("image", "pathfinder", "pathx"))
     if task in ("image", "pathfinder", "pathx"):
-        assert cfg.task.input == "tokens"  # LRA feeds pixels to the Transformer as tokens
+        assert cfg.task.input == "tokens"
+    if task == "retrieval":
+        assert bb.max_length == 4000  # no CLS token: the dual encoder reads position 0

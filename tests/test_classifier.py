@@ -71,3 +71,39 @@ def test_bad_options_name_the_option() -> None:
         SequenceClassifier(Identity(), 4, 2, vocab_size=5, pooling="max")
     with pytest.raises(ValueError, match="input"):
         SequenceClassifier(Identity(), 4, 2, vocab_size=5, input="pixels")
+
+
+def tiny_backbones() -> dict[str, nn.Module]:
+    from lra_bench.models.mega.mega import MegaEncoder
+    from lra_bench.models.ssm.s4 import S4Encoder
+
+    return {
+        "transformer": TransformerEncoder(16, 2, 2, 32, dropout=0.0, attn_dropout=0.0, max_length=64),
+        "mega_chunk": MegaEncoder(16, 2, 32, 32, 8, 4, 4, 64, "softmax", "simple", 64, "layernorm", False),
+        "s4_batchnorm": S4Encoder(16, n_layers=2, d_state=4, norm="batch"),
+        "s4d": S4Encoder(16, n_layers=2, d_state=4, mode="diag", norm="layer"),
+    }
+
+
+@pytest.mark.parametrize("name", ["transformer", "mega_chunk", "s4_batchnorm", "s4d"])
+def test_a_pair_in_one_pass_equals_two_passes_in_eval_mode(name: str) -> None:
+    """Both documents run as one batch of 2B rows (S4's pair batching); in eval mode that is exactly two passes."""
+    torch.manual_seed(0)
+    net = SequenceClassifier(tiny_backbones()[name], 16, 2, vocab_size=30, pair=True, pair_features="nli", head_hidden=8)
+    net.train()
+    net(torch.randint(1, 30, (4, 11)), torch.tensor([11, 9, 4, 7]), torch.randint(1, 30, (4, 6)), torch.tensor([6, 6, 2, 5]))
+    net.eval()  # BatchNorm now uses its running statistics
+    t1, l1 = torch.randint(1, 30, (3, 13)), torch.tensor([13, 5, 9])
+    t2, l2 = torch.randint(1, 30, (3, 8)), torch.tensor([8, 8, 3])
+    with torch.no_grad():
+        one_pass = net(t1, l1, t2, l2)
+        u, v = net.encode(t1, l1), net.encode(t2, l2)
+        two_pass = net.head(torch.cat([u, v, u * v, u - v], -1))
+    torch.testing.assert_close(one_pass, two_pass, atol=1e-5, rtol=1e-5)
+
+
+def test_first_pooling_reads_position_zero_without_adding_a_token() -> None:
+    net = SequenceClassifier(Identity(), 4, 2, vocab_size=10, pooling="first", head_hidden=0)
+    tokens = torch.tensor([[3, 4, 5]])
+    assert net.cls is None
+    torch.testing.assert_close(net.encode(tokens, torch.tensor([3])), net.embedding(tokens)[:, 0])

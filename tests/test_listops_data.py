@@ -140,3 +140,25 @@ def test_dataset_items_are_views_of_the_memory_mapped_cache(listops_root: Path, 
     ids, label = dm.datasets["train"][0]
     assert isinstance(ids, np.ndarray) and ids.dtype == np.uint8 and isinstance(label, int)
     assert dm.datasets["train"][-1][0].tolist() == dm.datasets["train"][95][0].tolist()
+
+
+def test_s4_style_eos_ends_every_row_within_max_length(listops_root: Path, tmp_path: Path) -> None:
+    """S4 reads ListOps with l_max including an appended <eos> (id 17; vocabulary 18)."""
+    from lra_bench.data.listops import EOS_ID
+
+    dm = ListOpsDataModule(str(listops_root), str(tmp_path / "cache"), batch_size=8, max_length=20, append_eos=True)
+    dm.setup()
+    plain = ListOpsDataModule(str(listops_root), str(tmp_path / "cache"), batch_size=8, max_length=19)
+    plain.setup()
+    assert dm.cache.dir != plain.cache.dir
+    for i in range(len(dm.datasets["train"])):
+        ids, label = dm.datasets["train"][i]
+        assert ids[-1] == EOS_ID and len(ids) <= 20 and (ids[:-1] != EOS_ID).all()
+        np.testing.assert_array_equal(ids[:-1], plain.datasets["train"][i][0])  # the same tokens, then <eos>
+
+
+def test_drop_last_drops_only_the_last_partial_training_batch(listops_root: Path, tmp_path: Path) -> None:
+    dm = ListOpsDataModule(str(listops_root), str(tmp_path / "cache"), batch_size=40, drop_last=True)
+    dm.setup()
+    assert len(dm.train_dataloader()) == 96 // 40 and all(len(b.labels) == 40 for b in dm.train_dataloader())
+    assert sum(len(b.labels) for b in dm.val_dataloader()) == 40 and len(dm.val_dataloader()) == 1

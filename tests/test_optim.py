@@ -102,3 +102,16 @@ def test_schedule_length_is_derived_from_the_trainer(accumulate: int, epochs: in
     warmup = round(0.2 * expected)
     assert scheduler.lr_lambdas[0](warmup) == pytest.approx(1.0)
     assert "Optimizer group 0" in module.param_group_summary
+
+
+def test_a_preset_can_set_the_schedule_length_by_hand(tmp_path) -> None:
+    """S4's AAN: 50,000 scheduled steps over a shorter run; the lr follows the longer schedule and never reaches 0."""
+    module = LRAModule(Tiny(), 2, {"lr": 0.1, "weight_decay": 0.0},
+                       {"decay": "cosine", "warmup_steps": 2, "warmup_fraction": None, "total_steps": 40})
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(module, datamodule=Loader(n=40, batch=4))
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert trainer.global_step == 20
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.1 * lr_factor(20, 40, 2, "cosine"))
+    assert scheduler.get_last_lr()[0] > 0.04  # half-way down the 40-step cosine, not at its end

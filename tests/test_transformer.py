@@ -74,3 +74,56 @@ def test_vanilla_attention_equals_sdpa() -> None:
     vanilla.load_state_dict(sdpa.state_dict())
     x, lengths = torch.randn(2, 12, 16), torch.tensor([12, 7])
     torch.testing.assert_close(vanilla(x, lengths), sdpa(x, lengths), atol=1e-5, rtol=1e-5)
+
+
+def lra_pixel_classifier(mask_zero_inputs: bool, pooling: str = "mean"):
+    from lra_bench.models.classifier import SequenceClassifier
+
+    torch.manual_seed(0)
+    backbone = TransformerEncoder(16, 2, 2, 32, dropout=0.0, attn_dropout=0.0, max_length=40, positions="learned")
+    return SequenceClassifier(backbone, 16, 3, vocab_size=256, padding_idx=None, pooling=pooling, head_hidden=8,
+                              mask_zero_inputs=mask_zero_inputs).eval()
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "vanilla"])
+def test_lra_mode_hides_black_pixels_from_attention(impl: str) -> None:
+    """LRA's mask is inputs > 0: with mask_zero_inputs what a black pixel embeds changes nothing at the other pixels."""
+    pixels = torch.tensor([[12, 0, 200, 7, 0, 0, 90, 33, 1, 0]])
+    lengths = torch.tensor([10])
+    bright = pixels[0] > 0
+    for lra_mode in (True, False):
+        net = lra_pixel_classifier(lra_mode)
+        for layer in net.backbone.layers:
+            layer.attn.impl = impl
+        with torch.no_grad():
+            before = net.backbone(net.embedding(pixels), lengths, **({"token_mask": pixels > 0} if lra_mode else {}))
+            net.embedding.weight[0] += torch.randn(16)  # a different black
+            after = net.backbone(net.embedding(pixels), lengths, **({"token_mask": pixels > 0} if lra_mode else {}))
+        changed = not torch.allclose(before[0, bright], after[0, bright], atol=1e-6)
+        assert changed != lra_mode, f"mask_zero_inputs={lra_mode}: a black pixel {'changed' if changed else 'did not change'} the others"
+
+
+def test_lra_mode_masked_queries_attend_uniformly_and_cls_takes_the_first_pixels_mask() -> None:
+    """A masked query gets flax's -1e10 on every key, i.e. the plain mean of all values; CLS inherits pixel 0's mask."""
+    from lra_bench.models.attention.softmax import SoftmaxAttention
+
+    torch.manual_seed(1)
+    attn = SoftmaxAttention(8, 2, 8).eval()
+    x = torch.randn(1, 5, 8)
+    mask = torch.tensor([[True, False, True, True, False]])
+    y = attn(x, mask)
+    v = (x @ attn.qkv.weight.T).view(1, 5, 3, 2, 4)[:, :, 2]  # (B, L, H, E)
+    expected_masked = attn.out(v.mean(1).reshape(1, 8))
+    torch.testing.assert_close(y[0, 1], expected_masked[0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(y[0, 4], expected_masked[0], atol=1e-6, rtol=1e-6)
+    black_first = torch.tensor([[0, 5, 9, 0]])
+    net = lra_pixel_classifier(True, pooling="cls")
+    seen = {}
+    net.backbone.register_forward_hook(lambda m, args, kwargs, out: seen.update(kwargs), with_kwargs=True)
+    net(black_first, torch.tensor([4]))
+    assert seen["token_mask"].tolist() == [[False, False, True, True, False]]
+
+
+def test_an_all_black_image_gives_finite_outputs() -> None:
+    net = lra_pixel_classifier(True)
+    assert torch.isfinite(net(torch.zeros(2, 10, dtype=torch.long), torch.tensor([10, 10]))).all()

@@ -207,6 +207,7 @@ class LRADataModule(pl.LightningDataModule, ABC):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 42,
+        drop_last: bool = False,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -216,6 +217,7 @@ class LRADataModule(pl.LightningDataModule, ABC):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
+        self.drop_last = drop_last  # train loader only (S4's loaders drop the last partial batch); eval keeps it
         self.datasets: dict[str, ArrowSequenceDataset] = {}
         self.train_sampler: ResumableRandomSampler | None = None
         self._cache: SplitCache | None = None
@@ -260,7 +262,7 @@ class LRADataModule(pl.LightningDataModule, ABC):
             self.datasets[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             sampler=sampler,
-            drop_last=False,  # eval loaders keep their last partial batch; train keeps it too
+            drop_last=self.drop_last and split == "train",  # eval loaders always keep their last partial batch
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -8,6 +8,8 @@ from a Python set, so its ids are arbitrary); its size, 17, is LRA's:
     2..11 digits 0..9   12 [MIN   13 [MAX   14 [MED   15 [SM   16 X (closing bracket)
 
 Rows longer than ``max_length`` tokens are truncated (LRA: 2000) and counted in the cache stats.
+``append_eos`` (S4: ``l_max`` 2048 including an appended ``<eos>``, vocabulary 18) adds id 17 = ``<eos>`` after
+the first ``max_length - 1`` tokens.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 VOCAB = ("<pad>", "<unk>", *"0123456789", "[MIN", "[MAX", "[MED", "[SM", "X")
 VOCAB_SIZE = len(VOCAB)
+EOS_ID = VOCAB_SIZE  # only with append_eos: the vocabulary is then 18, as S4's
 NUM_CLASSES = 10
 SPLIT_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}
 
@@ -59,7 +62,7 @@ def tokenize(source: str) -> np.ndarray | None:
 
 
 def detokenize(ids: np.ndarray) -> str:
-    return " ".join(VOCAB[int(i)] for i in ids)
+    return " ".join("<eos>" if int(i) == EOS_ID else VOCAB[int(i)] for i in ids)
 
 
 def read_listops_tsv(path: Path):
@@ -94,10 +97,12 @@ class ListOpsDataModule(LRADataModule):
 
     task_name = "listops"
 
-    def __init__(self, *args: Any, dirname: str = "listops-1000", max_length: int = 2000, **kwargs: Any):
+    def __init__(self, *args: Any, dirname: str = "listops-1000", max_length: int = 2000, append_eos: bool = False,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.dirname = dirname
         self.max_length = max_length
+        self.append_eos = append_eos
         self._source_dir: Path | None = None
 
     @property
@@ -118,6 +123,7 @@ class ListOpsDataModule(LRADataModule):
             "tokenizer": "lra-v1",
             "vocab": VOCAB,
             "max_length": self.max_length,
+            "append_eos": self.append_eos,
             "sources": {s: source_identity(self.source_dir / f) for s, f in SPLIT_FILES.items()},
         }
 
@@ -134,9 +140,12 @@ class ListOpsDataModule(LRADataModule):
                         f"{src}:{line_no}: unknown token in the source (ListOps allows [MIN [MAX [MED [SM ] 0-9 and "
                         "parentheses); fix or regenerate the file with `python -m data_prep.listops`"
                     )
-                if len(ids) > self.max_length:
-                    ids = ids[: self.max_length]
+                room = self.max_length - 1 if self.append_eos else self.max_length
+                if len(ids) > room:
+                    ids = ids[:room]
                     truncated += 1
+                if self.append_eos:
+                    ids = np.append(ids, np.uint8(EOS_ID))
                 writer.add(ids, label)
                 labels[label] += 1
         if writer.n_rows == 0:

@@ -26,7 +26,8 @@ class LRAModule(pl.LightningModule):
     """Wraps a classifier ``net(tokens, lengths[, tokens2, lengths2]) -> logits``.
 
     optimizer: ``lr, weight_decay, betas, eps, no_decay_norm_bias_embedding``.
-    scheduler: ``decay`` (linear|cosine|constant|rsqrt), ``warmup_steps`` or ``warmup_fraction``,
+    scheduler: ``decay`` (linear|cosine|constant|rsqrt), ``warmup_steps`` or ``warmup_fraction``, ``total_steps``
+    (null: the trainer's step count; a number: a hand-set schedule length a preset reproduces),
     ``warmup_init_lr`` (absolute lr at step 0), ``final_lr_ratio``, ``warmup_power``.
     """
 
@@ -92,11 +93,15 @@ class LRAModule(pl.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))), eps=cfg.get("eps", 1e-8))
 
         s = self.scheduler_cfg
-        total = int(self.trainer.estimated_stepping_batches)
+        trained = int(self.trainer.estimated_stepping_batches)
+        # the schedule spans the training run unless a preset reproduces a hand-set length (S4's AAN: 50,000 steps
+        # over a 45,960-step run, so its lr ends near 2% of the peak)
+        total = int(s["total_steps"]) if s.get("total_steps") else trained
         warmup = resolve_warmup(total, s.get("warmup_steps"), s.get("warmup_fraction"))
         start = float(s.get("warmup_init_lr", 0.0)) / cfg["lr"]
         decay, final, power = s.get("decay", "linear"), float(s.get("final_lr_ratio", 0.0)), float(s.get("warmup_power", 1.0))
         lr_factor(0, total, warmup, decay)  # validates the decay name before training starts
-        log.info("lr schedule: %s decay over %d optimizer steps, %d warmup steps", decay, total, warmup)
+        span = f"{total} optimizer steps (scheduler.total_steps; the run trains {trained})" if total != trained else f"{total} optimizer steps"
+        log.info("lr schedule: %s decay over %s, %d warmup steps", decay, span, warmup)
         scheduler = LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, decay, start, final, power))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}

@@ -2,7 +2,7 @@
 
 Layer order (state-spaces/s4 ``S4Block`` in an LRA residual block):
 
-    x = x * pad_mask                                  pads zeroed at every layer input
+    x = x * pad_mask                                  pads zeroed at every layer input (and after the norm)
     z = Norm(x) if prenorm else x
     z = FFTConv(z) = K * z + D z                      FFT padded to 2L: no wrap-around
     z = Linear(H -> 2H)(DropoutNd(GELU(z)))  -> GLU   dropout tied over the sequence
@@ -134,7 +134,7 @@ class S4Encoder(nn.Module):
         x = x.transpose(1, 2)  # (B, H, L)
         for block, norm in zip(self.layers, self.norms):
             x = x * keep
-            z = norm(x) if self.prenorm else x
+            z = (norm(x) if self.prenorm else x) * keep  # a norm (BatchNorm in eval, a trained bias) is not 0 at pads
             x = x + self.dropout(block(z))
             if not self.prenorm:
                 x = norm(x)
