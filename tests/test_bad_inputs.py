@@ -137,6 +137,8 @@ CASES = [
     Case("pf-empty-png-is-skipped", lambda r: write_pathfinder_tree(r, per_batch=10, batches=2, empty=(1, 4)), PF, None,
          r"skipped 1 empty image file"),
     # --- options
+    Case("cifar-train-smaller-than-holdout", write_cifar_batches, setup_dm(CIFAR10DataModule), DataError,
+         r"cifar-10-batches-py: the train split has \d+ images, so a validation hold-out of task.datamodule.val_size=5000"),
     Case("opt-val-source", lambda r: None, lambda r: IMDBDataModule(**kw(r), val_source="dev"), ConfigError, r"val_source must be test or train_holdout"),
     Case("opt-tokenizer", lambda r: None, lambda r: AANDataModule(**kw(r), tokenizer="words"), ConfigError, r"tokenizer must be bytes or chars"),
     Case("opt-cifar-val-split", lambda r: None, lambda r: CIFAR10DataModule(**kw(r), val_split="first"), ConfigError, r"val_split must be last"),

@@ -259,3 +259,16 @@ def test_linear_layers_start_at_n_0_002_with_zero_bias() -> None:
         assert (linear.bias == 0).all()
     assert (layer.mega_layer.beta == 0).all() and layer.mega_layer.gamma.std().item() == pytest.approx(0.02, rel=0.2)
     assert layer.mega_layer.mx_proj.out_features == 256 + 64 + 512 + 256  # [u | z, r | hx]
+
+
+@pytest.mark.parametrize("attention", ["softmax", "laplace", "relu2"])
+def test_integer_and_bool_masks_give_the_same_result_on_every_attention_path(attention: str) -> None:
+    torch.manual_seed(0)
+    layer = MegaEncoderLayer(16, 32, 32, 8, 4, -1, None, attention, "simple", 32, "layernorm", False, 0.0, 0.0, 0.0).eval()
+    x = torch.randn(2, 10, 16)
+    mask = torch.arange(10)[None, :] < torch.tensor([[10], [6]])
+    expected = layer(x, mask)
+    for other in (mask.long(), mask.int(), mask.float()):
+        torch.testing.assert_close(layer(x, other), expected)
+    with pytest.raises(ValueError, match="0/1"):
+        layer(x, mask.long() * 2)

@@ -122,6 +122,12 @@ class CIFAR10DataModule(LRADataModule):
                 "val_split": self.val_split, "val_size": self.val_size}
 
     def _split_indices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 < self.val_size < n:
+            where = self._locate()["path"]
+            raise DataError(
+                f"{where}: the train split has {n} images, so a validation hold-out of task.datamodule.val_size="
+                f"{self.val_size} leaves {'none' if self.val_size >= n else 'all'} for training; the CIFAR-10 release has "
+                f"50,000 (is the tree complete?), or set task.datamodule.val_size to a number between 1 and {n - 1}")
         if self.val_split == "last":
             return np.arange(n - self.val_size), np.arange(n - self.val_size, n)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(42)).numpy()

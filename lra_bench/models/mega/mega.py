@@ -47,7 +47,7 @@ from torch import nn
 from lra_bench.models.mega.biased_softmax import hankel_biased_softmax
 from lra_bench.models.dropout import Dropout
 from lra_bench.models.mega.ema import MultiHeadEMA
-from lra_bench.models.masks import length_mask
+from lra_bench.models.masks import as_key_mask, length_mask
 from lra_bench.models.norms import SequenceNorm
 
 ATTENTIONS = ("softmax", "laplace", "relu2")
@@ -236,6 +236,7 @@ class MovingAverageGatedAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, L, D = x.shape
         Z, H = self.d_qk, self.d_hidden
+        mask = as_key_mask(mask, L)  # bool or 0/1, the same on the softmax, laplace and relu2 paths
         residual = x
         if self.prenorm:
             x = self.norm(x)
