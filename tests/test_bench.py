@@ -75,3 +75,29 @@ def test_a_failing_cell_is_marked_not_fatal(tmp_path: Path) -> None:
     cfg = bench_config(tmp_path, "models=[transformer]", "lengths=[64]", 'model_overrides=["model.net.backbone.n_heads=3"]', "flops=false")
     rows = bench.run(cfg)["rows"]
     assert "skipped" in rows[0] and "divisible" in rows[0]["skipped"]
+
+
+@pytest.mark.slow
+def test_bench_s4_prints_no_ratio_without_the_reference(tmp_path: Path, capsys) -> None:
+    """A ratio needs both sides measured in this run: without --reference the targets say 'reference not run'."""
+    from lra_bench.benchmarks import s4 as bench_s4
+
+    assert bench_s4.main(["--lengths", "64", "--batch", "1", "--warmup", "0", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert {r["model"] for r in result["rows"]} == {"s4", "s4d"}
+    assert [t[3] for t in result["targets"]] == ["reference not run", "reference not run"]
+    assert "reference not run" in capsys.readouterr().out
+    assert bench_s4.main(["--reference", str(tmp_path / "nope.py"), "--out", str(tmp_path)]) == 2
+
+
+def test_bench_s4_ratios_come_from_cells_of_the_same_run() -> None:
+    from lra_bench.benchmarks.s4 import targets
+
+    rows = [{"model": "s4", "length": 1024, "tokens_per_s": 5000.0, "peak_rss_mb": 500.0},
+            {"model": "ref_s4", "length": 1024, "tokens_per_s": 1000.0, "peak_rss_mb": 2500.0},
+            {"model": "s4d", "length": 1024, "tokens_per_s": 3000.0, "peak_rss_mb": 300.0},
+            {"model": "ref_s4d", "length": 1024, "skipped": "over 600 s"}]
+    checks = {c[0].split(" (")[0]: c for c in targets(rows)}
+    assert checks["s4 tokens/s at 1024 vs the official block"][1:] == (5.0, ">= 4.0x", "yes")
+    assert checks["s4 peak RSS at 1024 vs the official block"][1:] == (0.2, "<= 0.25x", "yes")
+    assert checks["s4d vs the official block at 1024"][3] == "a side was skipped"
