@@ -3,7 +3,7 @@
 Writes ``OUT/basic_{train,val,test}.tsv`` exactly as the LRA release does (header ``Source\\tTarget``,
 fully parenthesised sources, ``csv.writer(delimiter='\\t')`` so lines end in ``\\r\\n``).
 
-The tree distribution is the one of ``lra_benchmarks/data/listops.py`` (reference/lra_data.md §3):
+The tree distribution is the one of google-research/long-range-arena ``lra_benchmarks/data/listops.py``:
 a node below ``max_depth`` is a digit leaf with probability 0.75, otherwise an operator from
 ``[MIN [MAX [MED [SM`` with 2..``max_args`` children; nodes at ``max_depth`` are leaves; a tree is
 kept when ``min_length < length < max_length`` (length = leaves + 2 per operator) and its string was

@@ -1,4 +1,4 @@
-"""Pathfinder / Path-X generator: the snakes2 algorithm (Linsley et al. 2018; reference/lra_data.md §4), fast.
+"""Pathfinder / Path-X generator: the snakes2 algorithm (Linsley et al. 2018; drewlinsley/pathfinder snakes2), fast.
 
     python -m data_prep.pathfinder --out-dir DIR --resolution 32|64|128|256 \
         --difficulty curv_baseline|curv_contour_length_9|curv_contour_length_14 --num-images N [--seed S] [--workers K]

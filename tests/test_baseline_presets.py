@@ -1,4 +1,5 @@
-"""S4, S4D and Transformer presets hold the published settings (reference/s4.md §9, §12.2)."""
+"""S4, S4D and Transformer presets hold the published settings (state-spaces/s4 configs/experiment/lra/s4-*.yaml;
+google-research/long-range-arena lra_benchmarks/*/configs/transformer_base.py)."""
 
 from __future__ import annotations
 

@@ -74,3 +74,26 @@ def test_a_task_name_without_its_config_is_rejected_with_the_valid_ones() -> Non
     cfg.task.name = "listopz"
     with pytest.raises(ConfigError, match=r"unknown task 'listopz'; valid tasks: image, listops, pathfinder, pathx, retrieval, text"):
         check_names(cfg)
+
+
+UPSTREAM = ("google-research/long-range-arena", "state-spaces/s4", "facebookresearch/mega", "lindermanlab/S5", " paper",
+            "XuezheMax/", "state-spaces/mamba")
+S4_CONFIGS = {"s4-listops.yaml", "s4-imdb.yaml", "s4-aan.yaml", "s4-cifar.yaml", "s4-pathfinder.yaml", "s4-pathx.yaml"}
+
+
+def test_every_preset_header_cites_an_upstream_source_users_can_follow() -> None:
+    """Presets cite the upstream repository file or paper table, never notes outside this repository."""
+    import re
+
+    from lra_bench.config import CONFIG_DIR, PROJECT_ROOT
+
+    for path in sorted((CONFIG_DIR / "experiment" / "lra").glob("*.yaml")):
+        header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+        assert "reference/" not in header, f"{path.name} cites reference/ (not in this repository)"
+        assert any(u in header for u in UPSTREAM), f"{path.name}: no upstream source in its header"
+        for name in re.findall(r"configs/experiment/lra/(s4-[a-z]+\.yaml)", header):
+            assert name in S4_CONFIGS, f"{path.name} cites {name}, which state-spaces/s4 does not have"
+    for folder in ("lra_bench", "conf", "data_prep"):
+        for path in (PROJECT_ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".yaml"):
+                assert "reference/" not in path.read_text(), f"{path} cites reference/ (not in this repository)"

@@ -74,7 +74,7 @@ def test_each_target_path_has_the_difficultys_paddle_count(difficulty: str) -> N
 
 
 def test_intensity_statistics_match_the_original_at_32px(samples32: list) -> None:
-    """reference/lra_data.md §4 (original, 300 images): mean 20.3 +- 2.3, non-zero fraction 0.345 +- 0.040,
+    """The original snakes2 generator (drewlinsley/pathfinder), 300 images measured once: mean 20.3 +- 2.3, non-zero fraction 0.345 +- 0.040,
     about 1.26 of 5 distractor snakes placed."""
     images = np.stack([s.image for s in samples32]).reshape(len(samples32), -1).astype(float)
     means, nonzero = images.mean(1), (images > 0).mean(1)

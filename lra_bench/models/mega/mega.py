@@ -1,6 +1,8 @@
 """Mega and Mega-chunk (Ma et al., "Mega: Moving Average Equipped Gated Attention", ICLR 2023).
 
-The math is the official implementation's (facebookresearch/mega, fairseq fork; reference/mega.md),
+The math is the official implementation's (facebookresearch/mega, fairseq fork:
+fairseq/modules/moving_average_gated_attention.py,
+mega_sentence_encoder_layer.py, exponential_moving_average.py, normalized_feedforward_network.py),
 including what the paper leaves out: the EMA's omega residual and SiLU, q = 1 - p*a, separate
 forward/backward EMA kernels both counting lag 0, 1024-tap truncation, V from the normed input,
 the fused [u | z, r | hx] projection with a SiLU reset gate, softmax scaled by Z^-1/2 but laplace /
@@ -150,7 +152,7 @@ class MovingAverageGatedAttention(nn.Module):
     """The Mega sub-layer: EMA, then single-head gated attention per chunk, with a gated residual.
 
     ``forward(x: (B, L, D), mask: (B, L) bool or None) -> (B, L, D)``; L must be a multiple of the
-    chunk size when chunking (``MegaEncoder`` pads for that). Data flow (reference/mega.md §3):
+    chunk size when chunking (``MegaEncoder`` pads for that). Data flow (fairseq/modules/moving_average_gated_attention.py):
 
         x_n = Norm(x) if prenorm                          v  = silu(W_v x_n + b_v)            (H)
         mx  = dropout(EMA(x_n))                           u, zr, hx = split(W_mx mx + b_mx)    (D | Z+H | D)

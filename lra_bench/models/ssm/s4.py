@@ -1,4 +1,5 @@
-"""S4 (DPLR, LegS) and S4D (diagonal) backbones (reference/s4.md), kernels in ``ssm_kernels.py``.
+"""S4 (DPLR, LegS) and S4D (diagonal) backbones (state-spaces/s4 models/s4/s4.py and
+src/models/sequence/modules/s4block.py), kernels in ``s4_kernels.py``.
 
 Layer order (state-spaces/s4 ``S4Block`` in an LRA residual block):
 

@@ -1,6 +1,6 @@
 """State-space convolution kernels for S4 (DPLR, HiPPO-LegS) and S4D (diagonal), in pure PyTorch.
 
-Frame (reference/s4.md §1): per channel x' = A x + B u, y = C x + D u, discretised with step Delta:
+Frame (Gu et al., ICLR 2022; state-spaces/s4 models/s4/s4.py): per channel x' = A x + B u, y = C x + D u, discretised with step Delta:
 x_k = Abar x_{k-1} + Bbar u_k, so y = K * u + D u with K_l = C Abar^l Bbar. States are complex and come
 in conjugate pairs: N/2 modes are stored and the kernel is 2 Re(...) (S4D) or summed over both halves (S4).
 
