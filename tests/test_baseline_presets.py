@@ -30,11 +30,14 @@ S4_RUN_STEPS = {"listops": 120_000, "text": 49_984, "retrieval": 45_960, "image"
 # task: layers, emb, heads, qkv, mlp, dropout, attention dropout, pooling, positions, batch, lr (normalised), wd,
 #       steps, warmup, decay, clip, head hidden
 LRA_TRANSFORMER = {
-    "listops": (4, 512, 8, 512, 1024, 0.1, 0.1, "cls", "sinusoidal", 32, 0.05 / math.sqrt(1000), 0.1, 5000, 1000, "rsqrt", None, 1024),
+    # ListOps: base_listops_config.py 6 layers, MLP 2048 (LRA's train.py does not pass tied_weights: untied)
+    "listops": (6, 512, 8, 512, 2048, 0.1, 0.1, "cls", "sinusoidal", 32, 0.05 / math.sqrt(1000), 0.1, 5000, 1000, "rsqrt", None, 2048),
     "text": (4, 256, 4, 256, 1024, 0.1, 0.1, "cls", "sinusoidal", 32, 0.05 / math.sqrt(8000), 0.1, 20_000, 8000, "rsqrt", None, 1024),
     "retrieval": (4, 128, 4, 128, 512, 0.1, 0.1, "first", "sinusoidal", 32, 0.05 / math.sqrt(8000), 0.1, 5000, 8000, "rsqrt", None, [512, 256]),
-    "image": (1, 128, 8, 64, 128, 0.3, 0.2, "cls", "learned", 256, 5e-4, 0.0, 35_000, 175, "cosine", None, 128),
-    "pathfinder": (4, 32, 4, 16, 32, 0.2, 0.1, "mean", "sinusoidal", 512, 1e-3, 0.0, 62_400, 312, "cosine", None, 32),
+    # Image: cifar10/transformer_base.py is base_cifar10_config.py unchanged (emb 32, 1 head, qkv 32, MLP 64)
+    "image": (1, 32, 1, 32, 64, 0.3, 0.2, "cls", "learned", 256, 5e-4, 0.0, 35_000, 175, "cosine", None, 64),
+    # Pathfinder: pathfinder32/transformer_base.py (1 layer, emb 128, 4 heads, qkv 64, MLP 128, dropout 0.2)
+    "pathfinder": (1, 128, 4, 64, 128, 0.2, 0.1, "mean", "sinusoidal", 512, 1e-3, 0.0, 62_400, 312, "cosine", None, 128),
     # Path-X: base_pathfinder128_config.py line 39, mlp_dim = qkv_dim * 2 = 32 (block MLP and classifier hidden layer)
     "pathx": (1, 32, 2, 16, 32, 0.1, 0.1, "mean", "learned", 64, 1e-3, 0.0, 500_000, 2500, "cosine", 1.0, 32),
 }
