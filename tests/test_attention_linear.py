@@ -1,0 +1,143 @@
+"""Linear Transformer attention: the quadratic form it factorises, padding, the backbone, the LRA presets."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from lra_bench.models.attention.linear import LinearAttention
+from lra_bench.models.attention.transformer import TransformerEncoder
+from tests.conftest import compose_config
+
+
+def make(eps: float = 1e-6) -> LinearAttention:
+    torch.manual_seed(0)
+    return LinearAttention(d_model=12, n_heads=3, eps=eps).double().eval()
+
+
+def quadratic_form(attn: LinearAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A = phi(Q) phi(K)^T with masked keys' columns zeroed, rows divided by their sum + eps, times V: (B, L, D)."""
+    B, L, _ = x.shape
+    q, k, v = attn.qkv(x).view(B, L, 3, attn.n_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    A = (F.elu(q) + 1) @ (F.elu(k) + 1).transpose(-1, -2)  # (B, H, L, L)
+    A = A * mask[:, None, None, :].to(x.dtype)
+    y = (A / (A.sum(-1, keepdim=True) + attn.eps)) @ v
+    return attn.out(y.transpose(1, 2).reshape(B, L, -1))
+
+
+def test_equals_the_explicit_quadratic_form() -> None:
+    """Float64, to 1e-12: the (E, E) factorisation is exact, only summation order differs."""
+    attn = make()
+    x = torch.randn(2, 23, 12, dtype=torch.float64)
+    mask = torch.ones(2, 23, dtype=torch.bool)
+    mask[0, 15:] = False  # length padding
+    mask[1, [2, 9]] = False  # holes
+    torch.testing.assert_close(attn(x, mask), quadratic_form(attn, x, mask), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(attn(x, None), quadratic_form(attn, x, torch.ones_like(mask)), atol=1e-12, rtol=1e-12)
+
+
+def test_rows_are_convex_combinations_of_values() -> None:
+    """phi > 0, so (with eps 0) each output before the out projection is a weighted mean of the values."""
+    attn = make(eps=0.0)
+    torch.nn.init.eye_(attn.out.weight)
+    with torch.no_grad():
+        attn.qkv.weight[24:] = torch.eye(12, dtype=torch.float64)  # V = X
+    x = torch.rand(1, 30, 12, dtype=torch.float64)
+    y = attn(x, None)
+    assert (y <= x.amax(1, keepdim=True) + 1e-12).all() and (y >= x.amin(1, keepdim=True) - 1e-12).all()
+
+
+def test_real_positions_ignore_the_amount_and_values_of_padding() -> None:
+    attn = make()
+    x = torch.randn(1, 17, 12, dtype=torch.float64)
+    alone = attn(x, None)
+    for pad in (1, 30):
+        padded = torch.cat([x, 1e3 * torch.randn(1, pad, 12, dtype=torch.float64)], dim=1)
+        mask = torch.arange(17 + pad)[None] < 17
+        torch.testing.assert_close(attn(padded, mask)[:, :17], alone, atol=1e-12, rtol=1e-12)
+
+
+def test_a_masked_hole_does_not_reach_other_positions() -> None:
+    attn = make()
+    x = torch.randn(1, 20, 12, dtype=torch.float64)
+    mask = torch.ones(1, 20, dtype=torch.bool)
+    mask[0, 6] = False
+    y = x.clone()
+    y[0, 6] = 1e3 * torch.randn(12, dtype=torch.float64)
+    torch.testing.assert_close(attn(y, mask)[0, mask[0]], attn(x, mask)[0, mask[0]], atol=1e-12, rtol=1e-12)
+
+
+def test_a_row_without_valid_keys_attends_to_all() -> None:
+    attn = make()
+    x = torch.randn(1, 9, 12, dtype=torch.float64)
+    torch.testing.assert_close(attn(x, torch.zeros(1, 9, dtype=torch.bool)), attn(x, None))
+
+
+def test_backbone_runs_forward_and_backward_at_an_odd_length() -> None:
+    torch.manual_seed(0)
+    enc = TransformerEncoder(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_length=64,
+                             attention=partial(LinearAttention))
+    x, lengths = torch.randn(2, 37, 16), torch.tensor([37, 21])
+    out = enc(x, lengths)
+    assert out.shape == (2, 37, 16) and (out[1, 21:] == 0).all()
+    out.square().sum().backward()
+    for name, p in enc.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_no_length_squared_tensor_is_kept_at_16k() -> None:
+    """Text sizes (D 256, 4 heads), L = 16,384, batch 1: every tensor saved for backward is O(L), not (L, L)."""
+    torch.manual_seed(0)
+    L = 16_384
+    attn = LinearAttention(256, 4, d_qkv=256).train()
+    largest = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: largest.append(t.numel()) or t, lambda t: t):
+        attn(torch.randn(1, L, 256), torch.arange(L)[None] < L - 5).sum().backward()
+    assert max(largest) <= 4 * L * 256  # (L, D)-sized activations at most; (L, L) would be 268M elements
+
+
+# --- presets: LRA's linear_transformer_base.py of each task ----------------------------------------------------
+
+def compose(experiment: str):
+    return compose_config([f"experiment=lra/{experiment}", "paths.output_dir=/tmp/lra_bench_presets"])
+
+
+def without_attention(cfg) -> dict:
+    """The training setup (task, model, optimiser, schedule, trainer) less the mechanism and its mask option."""
+    d = OmegaConf.to_container(cfg, resolve=True)
+    del d["model"]["name"], d["model"]["net"]["backbone"]["attention"]
+    d["model"]["net"].pop("mask_zero_inputs", None)
+    return {key: d[key] for key in ("task", "model", "optimizer", "scheduler", "trainer")}
+
+
+@pytest.mark.parametrize("task", ["listops", "text", "retrieval", "pathx"])
+def test_presets_change_only_the_mechanism_where_lra_changes_only_model_type(task: str) -> None:
+    """listops/text/matching linear_transformer_base.py set model_type only; Path-X is the Transformer's (LRA has
+    no efficient-model Path-X config)."""
+    cfg = compose(f"linear_transformer-{task}")
+    assert cfg.model.name == "linear_transformer"
+    assert without_attention(cfg) == without_attention(compose(f"transformer-{task}"))
+
+
+# task: layers, emb, heads, qkv, mlp (= head hidden), dropout, pooling (LRA image configs)
+LRA_IMAGE = {
+    "image": (1, 128, 8, 64, 128, 0.3, "cls"),  # cifar10/linear_transformer_base.py on base_cifar10_config.py
+    "pathfinder": (1, 128, 2, 64, 128, 0.2, "mean"),  # pathfinder32/linear_transformer_base.py
+}
+
+
+@pytest.mark.parametrize("task", ["listops", "text", "retrieval", "image", "pathfinder", "pathx"])
+def test_presets_hold_lra_linear_transformer_settings(task: str) -> None:
+    cfg = compose(f"linear_transformer-{task}")
+    bb = cfg.model.net.backbone
+    assert bb.attention._target_.endswith("LinearAttention") and bb.attention.eps == 1e-6
+    if task in LRA_IMAGE:
+        layers, emb, heads, qkv, mlp, drop, pool = LRA_IMAGE[task]
+        assert (bb.n_layers, cfg.model.d_model, bb.n_heads, bb.d_qkv, bb.d_ff) == (layers, emb, heads, qkv, mlp)
+        assert (bb.dropout, cfg.model.net.pooling, cfg.model.net.head_hidden) == (drop, pool, mlp)
+    if task in ("image", "pathfinder", "pathx"):
+        assert cfg.model.net.mask_zero_inputs is False  # LRA's linear attention ignores the inputs > 0 mask
