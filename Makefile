@@ -22,7 +22,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.install-stamp
 DATA  := $(abspath $(DATA_DIR))
 
-.PHONY: help install test test-slow test-all lra-task sweep report data data-quick data-quick-pathfinder data-listops bench bench-data bench-pathfinder bench-mega bench-s4 clean clean-cache distclean
+.PHONY: help install test test-slow test-cuda test-all lra-task sweep report data data-quick data-quick-pathfinder data-listops bench bench-data bench-pathfinder bench-mega bench-s4 clean clean-cache distclean
 
 help: ## list the targets
 	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
@@ -47,6 +47,9 @@ test: install ## fast CPU test suite (what CI runs first)
 
 test-slow: install ## slow checks only (CI runs them too)
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+
+test-cuda: install ## CUDA-only paths (optional kernels, e.g. mamba_ssm's selective scan) on a GPU machine
+	$(PY) -m pytest -q -m cuda
 
 test-all: test test-slow ## both suites
 

@@ -1,0 +1,270 @@
+"""S5: the SSM against its recurrence and s5-pytorch, HiPPO-N init, padding, directions, gradients, groups, presets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lra_bench.benchmarks.references.s5 import build
+from lra_bench.models.classifier import SequenceClassifier
+from lra_bench.models.ssm.s4_kernels import hippo_legs
+from lra_bench.models.ssm.s5 import S5Encoder, S5Layer, S5SSM, block_diag_init, hippo_n_eig
+from lra_bench.training.optim import build_param_groups
+from tests.conftest import compose_config
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).detach().abs().max() / b.detach().abs().max())
+
+
+def unrolled_s5(ssm: S5SSM, u: torch.Tensor) -> torch.Tensor:
+    """S5 from its equations, one step at a time in complex128: u (L, H) -> y (L, H).
+
+    Lambda_bar = exp(Lambda Delta), B_bar = (Lambda_bar - 1) / Lambda B~ (ZOH) or the bilinear pair;
+    x_k = Lambda_bar x_{k-1} + B_bar u_k; y_k = s Re(C1 x_k) [+ s Re(C2 x'_k), x' backwards] + D u_k, s = 2
+    with conjugate symmetry."""
+    with torch.no_grad():
+        lam = torch.complex(ssm.Lambda_re, ssm.Lambda_im).to(torch.complex128)
+        delta = torch.exp(ssm.log_step).double()
+        B = torch.view_as_complex(ssm.B).to(torch.complex128)
+        if ssm.discretization == "zoh":
+            lam_bar = torch.exp(lam * delta)
+            B_bar = ((lam_bar - 1) / lam)[:, None] * B
+        else:
+            lam_bar = (1 + delta / 2 * lam) / (1 - delta / 2 * lam)
+            B_bar = (delta / (1 - delta / 2 * lam))[:, None] * B
+        Cs = [C.to(torch.complex128) for C in ssm.c_tilde()]
+        scale = 2.0 if ssm.conj_sym else 1.0
+        uc = u.to(torch.complex128)
+        y = u.double() * ssm.D.double()
+        for reverse, C in zip((False, True), Cs):
+            x = torch.zeros(lam.numel(), dtype=torch.complex128)
+            steps = range(u.size(0) - 1, -1, -1) if reverse else range(u.size(0))
+            for k in steps:
+                x = lam_bar * x + B_bar @ uc[k]
+                y[k] += scale * (C @ x).real
+        return y
+
+
+# float64 throughout: only rounding separates the chunked scan from the loop
+@pytest.mark.parametrize("discretization", ["zoh", "bilinear"])
+@pytest.mark.parametrize("conj_sym", [True, False])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_ssm_equals_the_unrolled_recurrence(discretization: str, conj_sym: bool, bidirectional: bool) -> None:
+    torch.manual_seed(0)
+    ssm = S5SSM(6, 8, blocks=2, conj_sym=conj_sym, bidirectional=bidirectional, discretization=discretization,
+                C_init="lecun_normal").double()
+    u = torch.randn(2, 45, 6, dtype=torch.float64)
+    with torch.no_grad():
+        got = ssm(u)
+    for i in range(2):
+        assert rel_err(got[i], unrolled_s5(ssm, u[i])) <= 1e-10
+
+
+@pytest.mark.parametrize("C_init", ["trunc_standard_normal", "complex_normal"])
+def test_complex_normal_and_trunc_c_inits_follow_the_same_recurrence(C_init: str) -> None:
+    torch.manual_seed(1)
+    ssm = S5SSM(4, 8, blocks=1, C_init=C_init).double()
+    u = torch.randn(1, 20, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert rel_err(ssm(u)[0], unrolled_s5(ssm, u[0])) <= 1e-10
+
+
+def test_matches_s5_pytorch_with_matched_weights() -> None:
+    """s5-pytorch keeps all P states and takes Re(C x); ours keeps P/2 and takes 2 Re(C x). With its weights set
+    to the conjugate-pair expansion of ours (references/s5.py) the two are the same function. float32 (the
+    package computes in complex64): 1e-4 relative, for the output and the input gradient."""
+    ours, theirs = build(length=64, d_model=16, n_heads=1, seed=0)
+    u = torch.randn(2, 64, 16, requires_grad=True)
+    a = ours(u)
+    (ga,) = torch.autograd.grad(a.square().sum(), u)
+    b = theirs(u)
+    (gb,) = torch.autograd.grad(b.square().sum(), u)
+    assert rel_err(a, b) <= 1e-4
+    assert rel_err(ga, gb) <= 1e-4
+
+
+def test_hippo_n_eigenvalues_have_real_part_minus_half_and_come_in_conjugate_pairs() -> None:
+    n = 16
+    lam, V = hippo_n_eig(n)
+    torch.testing.assert_close(lam.real, torch.full((n,), -0.5, dtype=torch.float64))
+    assert (lam.imag[: n // 2] < 0).all() and torch.allclose(lam.imag[: n // 2].flip(0), -lam.imag[n // 2 :])
+    # V diagonalises the normal part S = A + P P^T of HiPPO-LegS, and its eigenvalues are S's (numpy-free check)
+    A, _, P = hippo_legs(n)
+    S = (A + P[:, None] * P[None, :]).to(torch.complex128)
+    torch.testing.assert_close(V @ torch.diag(lam) @ V.conj().T, S, atol=1e-10, rtol=0)
+    expected = torch.linalg.eigvals(S)
+    assert torch.allclose(torch.sort(expected.imag).values, torch.sort(lam.imag).values, atol=1e-9)
+
+
+def test_block_init_repeats_the_block_spectrum_and_v_inverse_is_v_star() -> None:
+    lam, V, Vinv = block_diag_init(d_state=12, blocks=3, conj_sym=True)
+    block, _ = hippo_n_eig(4)
+    torch.testing.assert_close(lam, block[:2].repeat(3))  # first half (negative imaginary parts) of each block
+    assert V.shape == (12, 6) and Vinv.shape == (6, 12)
+    torch.testing.assert_close(Vinv @ V, torch.eye(6, dtype=torch.complex128), atol=1e-12, rtol=0)
+    assert (V[:4, 2:] == 0).all() and (V[4:, :2] == 0).all()  # block diagonal
+
+
+def test_timescales_per_state_are_log_uniform_in_dt_range_and_d_is_standard_normal() -> None:
+    torch.manual_seed(2)
+    ssm = S5SSM(512, 2048, blocks=16, dt_min=1e-3, dt_max=1e-1)
+    log_step, D = ssm.log_step.detach(), ssm.D.detach()
+    assert log_step.shape == (1024,)
+    assert log_step.min() >= math.log(1e-3) and log_step.max() <= math.log(1e-1)
+    assert abs(float(log_step.mean()) - 0.5 * (math.log(1e-3) + math.log(1e-1))) < 0.15
+    assert abs(float(D.std()) - 1.0) < 0.1
+
+
+@pytest.mark.parametrize("C_init,expected_sd", [("trunc_standard_normal", 1 / math.sqrt(64)),
+                                                ("lecun_normal", 1 / math.sqrt(64 * 32)),
+                                                ("complex_normal", math.sqrt(0.5))])
+def test_c_init_scales_follow_s5(C_init: str, expected_sd: float) -> None:
+    """C = C0 V with C0's real and imaginary parts of sd 1/sqrt(P) (trunc), 1/sqrt(P H) (lecun, JAX counts H as
+    receptive field) or C~ ~ N(0, 1/2) directly (complex_normal). V has orthonormal columns, so every column of
+    C V keeps C0's per-part variance on average; checked within 10%."""
+    torch.manual_seed(3)
+    ssm = S5SSM(32, 64, blocks=1, bidirectional=False, C_init=C_init)
+    sd = float(ssm.C.detach().std())
+    assert abs(sd - expected_sd) / expected_sd < 0.1
+
+
+def test_half_glu2_gates_the_raw_output_with_gelu_only_on_the_gate_input() -> None:
+    torch.manual_seed(4)
+    layer = S5Layer(S5SSM(4, 4, blocks=1), 4, activation="half_glu2", norm="layer").eval()
+    x = torch.randn(1, 9, 4)
+    keep = torch.ones(1, 9, 1)
+    with torch.no_grad():
+        z = layer.seq(layer.norm(x))
+        expected = x + z * torch.sigmoid(layer.out2(F.gelu(z)))
+        torch.testing.assert_close(layer(x, keep), expected)
+
+
+def encoder_with_nontrivial_norm_stats(**kw) -> S5Encoder:
+    """Eval-mode encoder whose BatchNorm maps 0 to a non-zero value, so a pad that reached a scan would show."""
+    enc = S5Encoder(8, n_layers=2, d_state=8, blocks=2, **kw)
+    with torch.no_grad():
+        for layer in enc.layers:
+            layer.norm.norm.running_mean.uniform_(-1, 1)
+            layer.norm.norm.running_var.uniform_(0.5, 2)
+            layer.norm.norm.bias.uniform_(-1, 1)
+    return enc.eval()
+
+
+@pytest.mark.parametrize("prenorm", [True, False])
+def test_real_positions_do_not_depend_on_padding(prenorm: bool) -> None:
+    torch.manual_seed(5)
+    enc = encoder_with_nontrivial_norm_stats(prenorm=prenorm)
+    x = torch.randn(1, 20, 8)
+    with torch.no_grad():
+        alone = enc(x, torch.tensor([20]))
+        padded = enc(torch.cat([x, 5 * torch.randn(1, 13, 8)], 1), torch.tensor([20]))
+        batch = enc(torch.cat([torch.cat([x, torch.randn(1, 13, 8)], 1), torch.randn(1, 33, 8)]), torch.tensor([20, 33]))
+    torch.testing.assert_close(padded[:, :20], alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(batch[:1, :20], alone, atol=1e-5, rtol=1e-4)
+    assert (padded[:, 20:] == 0).all() and (batch[0, 20:] == 0).all()
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_output_at_t_depends_on_both_sides_only_when_bidirectional(bidirectional: bool) -> None:
+    torch.manual_seed(6)
+    ssm = S5SSM(3, 8, blocks=2, bidirectional=bidirectional).double()
+    u = torch.zeros(1, 40, 3, dtype=torch.float64)
+    u[0, 20] = 1.0
+    with torch.no_grad():
+        y = ssm(u)[0]
+    assert y[21:].abs().sum() > 0
+    assert (y[:20].abs().sum() > 0) == bidirectional
+
+
+def test_every_parameter_gets_a_finite_gradient() -> None:
+    torch.manual_seed(7)
+    enc = S5Encoder(8, n_layers=2, d_state=8, blocks=2, activation="full_glu", dropout=0.1)
+    net = SequenceClassifier(enc, 8, 3, vocab_size=11)
+    tokens = torch.randint(1, 11, (3, 25))
+    F.cross_entropy(net(tokens, torch.tensor([25, 17, 9])), torch.tensor([0, 1, 2])).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if ".seq." in name:
+            assert p.grad.abs().sum() > 0, name
+
+
+def group_of(groups: list[dict], name: str) -> dict:
+    return next(g for g in groups if name in g["names"])
+
+
+# opt_config, dt_global -> (lr, weight decay) of Lambda, log_step, B, C1, D with lr 0.004, lr_factor 4, wd 0.07
+SSM, LR, WD = 0.001, 0.004, 0.07
+GROUPS = {
+    ("standard", False): [(SSM, 0.0), (SSM, 0.0), (SSM, 0.0), (LR, WD), (LR, WD)],
+    ("standard", True): [(SSM, 0.0), (LR, WD), (SSM, 0.0), (LR, WD), (LR, WD)],
+    ("BandCdecay", False): [(SSM, 0.0), (SSM, 0.0), (SSM, WD), (LR, WD), (LR, WD)],
+    ("BfastandCdecay", False): [(SSM, 0.0), (SSM, 0.0), (LR, WD), (LR, WD), (LR, WD)],
+    ("noBCdecay", False): [(SSM, 0.0), (SSM, 0.0), (SSM, 0.0), (SSM, 0.0), (SSM, 0.0)],
+}
+
+
+@pytest.mark.parametrize("opt_config,dt_global", list(GROUPS))
+def test_optimizer_groups_follow_s5_opt_configs(opt_config: str, dt_global: bool) -> None:
+    enc = S5Encoder(8, n_layers=1, d_state=8, blocks=2, lr=LR, lr_factor=4.0, opt_config=opt_config, dt_global=dt_global)
+    groups = build_param_groups(SequenceClassifier(enc, 8, 3, vocab_size=10), lr=LR, weight_decay=WD)
+    k = "backbone.layers.0.seq."
+    for name, expected in zip(("Lambda_re", "log_step", "B", "C1", "D"), GROUPS[(opt_config, dt_global)]):
+        g = group_of(groups, k + name)
+        assert g["lr"] == pytest.approx(expected[0]) and g["weight_decay"] == expected[1], name
+    assert group_of(groups, k + "Lambda_im")["lr"] == pytest.approx(SSM)
+    for name in ("backbone.layers.0.norm.norm.weight", "backbone.layers.0.out2.bias", "embedding.weight", "head.net.1.weight"):
+        g = group_of(groups, name)  # S5 decays everything outside the SSM groups (its "norm" key never matches)
+        assert (g["lr"], g["weight_decay"]) == (LR, WD), name
+
+
+# lindermanlab/S5 bin/run_experiments/run_lra_<task>.sh, with run_train.py defaults where a script is silent:
+# task: (script, d_model, layers, P, J, C_init, activation, bn_momentum, dropout, ssm_lr, lr_factor, wd, opt_config,
+#        dt_global, clip_eigs, dt_min, batch, epochs, warmup_end, jax_seed)
+S5_SCRIPTS = {
+    "listops": ("run_lra_listops.sh", 128, 8, 16, 8, "lecun_normal", "half_glu2", 0.95, 0.0, 0.001, 3, 0.04,
+                "BfastandCdecay", False, False, 0.001, 50, 40, 1, 6554595),
+    "text": ("run_lra_imdb.sh", 256, 6, 192, 12, "lecun_normal", "half_glu2", 0.95, 0.1, 0.001, 4, 0.07, "standard",
+             True, False, 0.001, 50, 35, 0, 8825365),
+    "retrieval": ("run_lra_aan.sh", 128, 6, 256, 16, "trunc_standard_normal", "half_glu1", 0.95, 0.0, 0.001, 2, 0.05,
+                  "standard", True, False, 0.001, 32, 20, 1, 5464368),
+    "image": ("run_lra_cifar.sh", 512, 6, 384, 3, "lecun_normal", "half_glu1", 0.95, 0.1, 0.001, 4.5, 0.07,
+              "BfastandCdecay", False, True, 0.001, 50, 250, 1, 16416),
+    "pathfinder": ("run_lra_pathfinder.sh", 192, 6, 256, 8, "trunc_standard_normal", "half_glu1", 0.9, 0.05, 0.0009, 5,
+                   0.03, "standard", False, False, 0.001, 64, 200, 1, 8180844),
+    "pathx": ("run_lra_pathx.sh", 128, 6, 256, 16, "complex_normal", "half_glu1", 0.9, 0.0, 0.0006, 3, 0.06,
+              "BandCdecay", False, False, 0.0001, 32, 75, 1, 6429262),
+}
+
+
+@pytest.mark.parametrize("task", list(S5_SCRIPTS))
+def test_s5_presets_hold_the_lra_script_settings(task: str) -> None:
+    (script, d, layers, P, J, C_init, act, bn_m, drop, ssm_lr, factor, wd, opt_config, dt_global, clip, dt_min, batch,
+     epochs, warmup_end, seed) = S5_SCRIPTS[task]
+    cfg = compose_config([f"experiment=lra/s5-{task}", "paths.output_dir=/tmp/lra_bench_presets"])
+    bb = cfg.model.net.backbone
+    assert cfg.model.name == "s5" and bb._target_ == "lra_bench.models.ssm.s5.S5Encoder"
+    assert (cfg.model.d_model, bb.n_layers, bb.d_state, bb.blocks, bb.C_init, bb.activation) == (d, layers, P, J, C_init, act)
+    assert (bb.bn_momentum, bb.dropout, bb.opt_config, bb.dt_global, bb.clip_eigs, bb.dt_min, bb.dt_max) == (
+        bn_m, drop, opt_config, dt_global, clip, dt_min, 0.1)
+    assert (bb.conj_sym, bb.bidirectional, bb.discretization, bb.prenorm, bb.norm) == (True, True, "zoh", True, "batch")
+    assert bb.lr_factor == factor and cfg.optimizer.lr == pytest.approx(factor * ssm_lr) and bb.lr == cfg.optimizer.lr
+    assert (cfg.optimizer.weight_decay, list(cfg.optimizer.betas), cfg.optimizer.no_decay_norm_bias_embedding) == (
+        wd, [0.9, 0.999], False)
+    assert (cfg.task.batch_size, cfg.trainer.max_epochs, cfg.trainer.gradient_clip_val, cfg.seed) == (batch, epochs, None, seed)
+    assert (cfg.scheduler.decay, cfg.scheduler.final_lr_ratio) == ("cosine", 0.0)
+    assert cfg.scheduler.warmup_fraction == pytest.approx(warmup_end / epochs)
+    assert (cfg.model.net.pooling, cfg.model.net.head_hidden) == ("mean", d if task == "retrieval" else 0)
+    if task in ("text", "retrieval"):
+        assert cfg.task.datamodule.tokenizer == "chars" and cfg.task.datamodule.append_eos and cfg.task.vocab_size is None
+        assert cfg.task.max_length == (4096 if task == "text" else 4000)
+    if task == "retrieval":
+        assert (cfg.model.net.pair_features, cfg.model.net.head_activation) == ("nli", "gelu")
+    if task in ("pathfinder", "pathx"):
+        assert (cfg.task.input, cfg.task.pixel_mean, cfg.task.pixel_std, cfg.task.datamodule.split) == ("real", 0.5, 0.5, "random")
+    if task == "image":
+        assert (cfg.task.input, round(cfg.task.pixel_mean * 255, 1), round(cfg.task.pixel_std * 255, 1)) == ("real", 122.6, 61.0)
+    assert script in open(f"conf/experiment/lra/s5-{task}.yaml").read().splitlines()[1]  # the header cites it
