@@ -52,6 +52,11 @@ PUBLISHED: tuple[PublishedRow, ...] = (
     # --- the diagonal state space papers
     PublishedRow("S4D-LegS", "s4d", (60.47, 86.18, 89.46, 88.19, 93.06, 91.95), 84.89,
                  "S4D paper (Gu et al., NeurIPS 2022, 'On the Parameterization and Initialization of Diagonal SSMs'), LRA results"),
+    PublishedRow("S5", "s5", (62.15, 89.31, 91.40, 88.00, 95.33, 98.58), 87.46,
+                 "S5 paper (Smith et al., ICLR 2023) Table 1"),
+    PublishedRow("LRU", "lru", (60.2, 89.4, 89.9, 89.0, 95.1, 94.2), 86.3,
+                 "LRU paper (Orvieto et al., ICML 2023), LRA results table",
+                 note="its Image is sCIFAR in colour, not LRA's grayscale"),
 )
 
 
