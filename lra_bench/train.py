@@ -23,10 +23,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.training.callbacks import SpeedMonitor, count_parameters
 from lra_bench.config import CONFIG_PATH, check_multirun_ddp, check_names, exit_on_lra_error, hydra_runtime, is_multirun, resolve_vocab_size
-from lra_bench.training.faults import NonFiniteGuard, Preemption
+from lra_bench.training.faults import NonFiniteGuard, Preempted
 from lra_bench.training.loggers import finish_wandb
 from lra_bench.training.module import LRAModule
-from lra_bench.training.run_state import clear_error, finished_result, record_error, resume_checkpoint, set_aside, wandb_id
+from lra_bench.training.run_state import (checkpoint_step, clear_error, finished_result, record_error, resume_checkpoint, set_aside,
+                                          truncate_metrics, wandb_id)
 from lra_bench.training.summary import print_summary
 
 log = logging.getLogger("lra_bench.train")
@@ -108,12 +109,10 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
         define_summary_metrics(logger)
 
     if cfg.train:
-        if ckpt_path:
-            log.info("resuming from %s", ckpt_path)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    preemption = next((c for c in trainer.callbacks if isinstance(c, Preemption)), None)
-    if preemption is not None and preemption.received is not None:
-        return {"preempted": int(preemption.received)}
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except Preempted as stop:  # the checkpoint is saved; rerunning the same command resumes
+            return {"preempted": int(stop.signum)}
     fit_metrics = {k: v for k, v in trainer.callback_metrics.items()}
 
     test_metrics: dict[str, Any] = {}
@@ -182,6 +181,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return done | {"skipped_rerun": True}
     (out_dir / "skipped.txt").unlink(missing_ok=True)
     ckpt_path = cfg.get("ckpt_path") or (str(resume_checkpoint(out_dir)) if resume_checkpoint(out_dir) else None)
+    if ckpt_path:
+        step = checkpoint_step(Path(ckpt_path))
+        log.info("resuming from %s (step %d)", ckpt_path, step)
+        dropped = truncate_metrics(out_dir / "csv" / "metrics.csv", step)
+        if dropped:
+            log.info("csv/metrics.csv: dropped %d rows the interrupted attempt logged after step %d", dropped, step)
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg is not None and wandb_cfg.get("id") is None:
         with open_dict(cfg):

@@ -46,3 +46,18 @@ class SlowDown(pl.Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class KillAtStep(pl.Callback):
+    """Kills this process with a real signal just before optimizer step ``step`` runs, once: the marker file
+    records the kill, so the rerun of the same command (same overrides, same run folder) goes through."""
+
+    def __init__(self, step: int, marker: str, name: str = "SIGKILL"):
+        self.step, self.marker, self.signum = step, marker, getattr(signal, name)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        from pathlib import Path
+
+        if trainer.global_step == self.step and not Path(self.marker).exists():
+            Path(self.marker).write_text(str(self.step))
+            os.kill(os.getpid(), self.signum)

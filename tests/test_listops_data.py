@@ -162,3 +162,32 @@ def test_drop_last_drops_only_the_last_partial_training_batch(listops_root: Path
     dm.setup()
     assert len(dm.train_dataloader()) == 96 // 40 and all(len(b.labels) == 40 for b in dm.train_dataloader())
     assert sum(len(b.labels) for b in dm.val_dataloader()) == 40 and len(dm.val_dataloader()) == 1
+
+
+def test_the_train_order_is_a_function_of_the_consumed_batches_only() -> None:
+    """The sampler's position is the consumed-batch count (what a checkpoint holds), never Lightning's epoch counter:
+    a fresh iterator at any count continues exactly where an uninterrupted pass would be."""
+    from lra_bench.data.base import ResumableRandomSampler
+
+    def batches(sampler: ResumableRandomSampler) -> list[list[int]]:
+        order = list(iter(sampler))
+        return [order[i : i + sampler.batch_size] for i in range(0, len(order), sampler.batch_size)]
+
+    full = ResumableRandomSampler(10, seed=3, batch_size=4)  # 3 batches an epoch (the last one short)
+    stream = []
+    for _ in range(3):  # three epochs, a new iterator each, as Lightning makes them
+        stream += batches(full)
+        full.consumed += full.batches_per_epoch
+    assert stream[0] != stream[3] and sorted(sum(stream[:3], [])) == list(range(10))
+    for consumed in range(9):  # resume at every batch of every epoch, the epoch boundaries included
+        resumed = ResumableRandomSampler(10, seed=3, batch_size=4)
+        resumed.consumed = consumed
+        resumed.set_epoch(99)  # ignored: Lightning calls it at times that do not mark the position
+        epoch_end = (consumed // 3 + 1) * 3
+        assert batches(resumed) == stream[consumed:epoch_end]
+    dropped = ResumableRandomSampler(10, seed=3, batch_size=4, drop_last=True)
+    assert dropped.batches_per_epoch == 2
+    limited = ResumableRandomSampler(10, seed=3, batch_size=4)
+    limited.limit_batches = 2  # Lightning's limit_train_batches: an epoch ends after 2 batches
+    limited.consumed = 2
+    assert batches(limited)[0] == stream[3]  # the next epoch's first batch

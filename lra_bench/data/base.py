@@ -127,18 +127,23 @@ class ImageArrayDataset(Dataset):
 
 
 class ResumableRandomSampler(Sampler[int]):
-    """A seeded permutation per epoch (seed, epoch) that can start part-way into an epoch.
+    """A seeded permutation per data epoch, positioned by how many training batches were consumed.
 
-    Lightning restarts a resumed epoch with a fresh iterator but keeps its batch counter; ``skip`` makes the
-    fresh iterator begin where the interrupted one stopped, so the resumed run sees the same batches.
-    Under DDP (``trainer=ddp`` turns Lightning's own distributed sampler off) rank r takes every
-    world-th index of the same permutation, so the ranks' batches at a step together are exactly the
-    single-process batch of world x batch_size samples.
+    The position is one number, ``consumed`` (training batches this rank has taken so far, across epochs), kept
+    by the ``ResumeState`` callback and restored from checkpoints: each iterator starts at data epoch
+    ``consumed // batches_per_epoch``, batch ``consumed % batches_per_epoch``. It does not follow Lightning's
+    ``set_epoch``: with workers Lightning builds (and the workers prefetch from) the first iterator before
+    ``set_epoch`` runs, and after a resume at an epoch boundary its epoch counter runs one ahead; the consumed-batch
+    count is the same in an interrupted and an uninterrupted run whatever the loop's bookkeeping.
+    Under DDP (``trainer=ddp`` turns Lightning's own distributed sampler off) rank r takes every world-th index of
+    the same permutation, so the ranks' batches at a step together are exactly the single-process batch of world x
+    batch_size samples.
     """
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-        self._skip: tuple[int, int] | None = None
+    def __init__(self, n: int, seed: int, batch_size: int = 1, drop_last: bool = False):
+        self.n, self.seed, self.batch_size, self.drop_last = n, seed, batch_size, drop_last
+        self.consumed = 0
+        self.limit_batches: int | float | None = None  # Lightning's limit_train_batches, set by ResumeState
 
     @staticmethod
     def _world() -> tuple[int, int]:
@@ -147,20 +152,26 @@ class ResumableRandomSampler(Sampler[int]):
         return 0, 1
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """Kept for Lightning's call; the position comes from ``consumed`` (see the class docstring)."""
 
-    def skip(self, epoch: int, samples: int) -> None:
-        self._skip = (epoch, samples)
+    @property
+    def batches_per_epoch(self) -> int:
+        """Training batches Lightning runs per epoch on this rank (its limit_train_batches rule included)."""
+        full = len(self) // self.batch_size if self.drop_last else -(-len(self) // self.batch_size)
+        limit = self.limit_batches
+        if limit is None:
+            return max(full, 1)
+        return max(min(full, int(limit)) if isinstance(limit, int) else int(full * float(limit)), 1)
+
+    def order(self, epoch: int) -> list[int]:
+        """This rank's indices of data epoch ``epoch``."""
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)).tolist()
+        rank, world = self._world()
+        return order[rank::world]
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
-        rank, world = self._world()
-        order = order[rank::world]
-        start = 0
-        if self._skip is not None and self._skip[0] == self.epoch:
-            start = self._skip[1]
-            self._skip = None
-        return iter(order[start:])
+        epoch, offset = divmod(self.consumed, self.batches_per_epoch)
+        return iter(self.order(epoch)[offset * self.batch_size :])
 
     def __len__(self) -> int:
         rank, world = self._world()
@@ -251,7 +262,7 @@ class LRADataModule(pl.LightningDataModule, ABC):
         if not self.datasets:
             self.prepare_data()  # no-op when the cache exists; covers setup() without prepare_data()
             self.datasets = {split: self.open_split(split) for split in SPLITS}
-            self.train_sampler = ResumableRandomSampler(len(self.datasets["train"]), self.seed)
+            self.train_sampler = ResumableRandomSampler(len(self.datasets["train"]), self.seed, self.batch_size, self.drop_last)
 
     # --- loaders -----------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

@@ -108,6 +108,8 @@ class ParameterCount(pl.Callback):
     """Logs the parameter counts once, as hyper-parameters and metrics."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.ckpt_path:  # a resumed run: the first attempt logged them at step 0
+            return
         counts = count_parameters(pl_module.net)
         for logger in trainer.loggers:
             logger.log_metrics({f"model/{k}": float(v) for k, v in counts.items()}, step=0)

@@ -1,13 +1,15 @@
 """Callbacks that keep a run recoverable: preemption, non-finite losses, and exact resume state.
 
-- ``Preemption``: SIGTERM or SIGINT lets the current batch finish, saves ``checkpoints/preempted.ckpt``
-  and stops training; ``lra_bench.train`` then exits with 128 + the signal number. Rerunning the same
-  command resumes (see ``lra_bench.training.run_state``).
+- ``Preemption``: SIGTERM or SIGINT lets the current batch finish (and its metrics be logged), saves
+  ``checkpoints/preempted.ckpt`` before the next batch and stops at once, without the epoch-end validation and
+  checkpoints an ordinary stop would add; ``lra_bench.train`` then exits with 128 + the signal number.
+  Rerunning the same command resumes (see ``lra_bench.training.run_state``).
 - ``NonFiniteGuard``: checked before every optimizer step, so bad gradients never reach the weights.
   ``stop`` (default) ends the run with a message naming the step and the last good checkpoint;
   ``skip`` drops the update, counts it and logs ``train/nonfinite_skipped``.
-- ``ResumeState``: saves the RNG states and how far into the epoch training got, so a resumed run
-  continues with the same dropout draws and the same remaining batches as an uninterrupted one.
+- ``ResumeState``: saves the RNG states and the number of training batches consumed, so a resumed run
+  continues with the same dropout draws and the same remaining batches as an uninterrupted one, in any epoch;
+  it also flushes the loggers at every checkpoint, so the CSV rows a checkpoint covers are on disk.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ class NonFiniteError(LRAError):
     """A NaN or inf loss or gradient stopped the run."""
 
 
+class Preempted(Exception):
+    """Raised inside the training loop after the preemption checkpoint is saved: the loop stops at once."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"preempted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
 class Preemption(pl.Callback):
     def __init__(self, dirpath: str, signals: tuple[str, ...] = ("SIGTERM", "SIGINT")):
         self.dirpath = Path(dirpath)
@@ -49,14 +59,24 @@ class Preemption(pl.Callback):
         for s in self.signals:  # installed after Lightning's own handlers, so these win
             self._previous[s] = signal.signal(s, self._handle)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.received is not None and not trainer.should_stop:
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        # Before the next batch, not after the last one: by now the last batch's metrics are logged, so the
+        # checkpoint covers them (an uninterrupted run would log nothing else for that step).
+        if self.received is not None:
+            for logger in trainer.loggers:
+                logger.save()
             path = self.dirpath / "preempted.ckpt"
             trainer.save_checkpoint(path)
             log.warning("saved %s at step %d; rerun the same command to resume", path, trainer.global_step)
-            trainer.should_stop = True
+            raise Preempted(self.received)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.restore_handlers()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.restore_handlers()
+
+    def restore_handlers(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous = {}
@@ -114,18 +134,57 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 class ResumeState(pl.Callback):
-    """Keeps RNG states and the position within the epoch in every checkpoint, and restores them."""
+    """Keeps RNG states and the consumed-batch count in every checkpoint, and restores them.
+
+    ``consumed`` counts the training batches this rank has taken, across epochs; the train sampler
+    (``lra_bench.data.base.ResumableRandomSampler``) positions every new iterator by it, so the batches after a
+    resume are those of the uninterrupted run whatever the epoch, the workers or Lightning's epoch bookkeeping.
+    """
+
+    def __init__(self) -> None:
+        self.consumed = 0
+        self._flush_pending = False
+
+    @staticmethod
+    def _sampler(trainer: pl.Trainer):
+        return getattr(getattr(trainer, "datamodule", None), "train_sampler", None)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        sampler = self._sampler(trainer)
+        if sampler is not None:
+            limit = trainer.limit_train_batches
+            sampler.limit_batches = None if limit in (None, 1.0) else limit
+            sampler.consumed = self.consumed
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.consumed += 1
+        sampler = self._sampler(trainer)
+        if sampler is not None:
+            sampler.consumed = self.consumed
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        checkpoint["lra_resume"] = {"epoch": trainer.current_epoch, "batches_done": progress.processed, "rng": capture_rng()}
+        checkpoint["lra_resume"] = {"consumed": self.consumed, "rng": capture_rng()}
+        for logger in trainer.loggers:  # rows up to this checkpoint reach the disk with it
+            logger.save()
+        self._flush_pending = True  # and the checkpointed step's own rows, logged after it, at the next batch
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        # The step loggers use: optimizer steps taken so far, as in an uninterrupted run. Lightning restores it from
+        # the checkpoint and adds one when it assumes the save came before its increment (true on_train_batch_end,
+        # not for our preemption checkpoint or an epoch-end last.ckpt), so a resumed run logged one step ahead.
+        # This callback runs first (conf/callbacks/default.yaml), before LearningRateMonitor logs the lr.
+        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+        if self._flush_pending:
+            for logger in trainer.loggers:
+                logger.save()
+            self._flush_pending = False
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("lra_resume")
         if not state:
             return
         restore_rng(state["rng"])
-        datamodule = getattr(trainer, "datamodule", None)
-        sampler = getattr(datamodule, "train_sampler", None)
+        self.consumed = int(state.get("consumed", 0))
+        sampler = self._sampler(trainer)
         if sampler is not None:
-            sampler.skip(state["epoch"], state["batches_done"] * datamodule.batch_size)
+            sampler.consumed = self.consumed

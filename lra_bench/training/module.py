@@ -42,6 +42,8 @@ class LRAModule(pl.LightningModule):
             {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")}
             | {f"{s}_loss": MeanMetric() for s in ("val", "test")}
         )
+        # the epoch's train accuracy so far goes into checkpoints: a run resumed mid-epoch reports the whole epoch's
+        self.metrics["train_acc"].persistent(True)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints: a resumed run knows its best so far
         self.last_loss: torch.Tensor | None = None  # read by the non-finite guard before each update
@@ -55,6 +57,11 @@ class LRAModule(pl.LightningModule):
         loss = F.cross_entropy(logits.float(), labels)
         self.metrics[f"{split}_acc"].update(logits.detach(), labels)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        # a run resumed from an epoch-end checkpoint restored the finished epoch's counts (the metric is persistent
+        # for mid-epoch resumes, and that checkpoint is written before Lightning resets it): start the epoch empty
+        self.metrics["train_acc"].reset()
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")

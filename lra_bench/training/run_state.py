@@ -13,6 +13,7 @@ see conf/hydra/default.yaml), so rerunning a command finds its own folder:
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -105,3 +106,27 @@ def set_aside(run_dir: Path) -> Path | None:
     for p in present:
         shutil.move(str(p), target / p.name)
     return target
+
+
+def truncate_metrics(csv_path: Path, before_step: int) -> int:
+    """Drop the rows a killed attempt logged at or after ``before_step`` (the step the resumed checkpoint holds):
+    the resumed run logs those steps again, so the CSV ends as an uninterrupted run's. Returns the rows dropped."""
+    import csv
+
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        return 0
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        rows = list(reader)
+    kept = [r for r in rows if not (r.get("step") or "").strip() or int(float(r["step"])) < before_step]
+    if len(kept) == len(rows):
+        return 0
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(kept)
+    os.replace(tmp, csv_path)
+    return len(rows) - len(kept)
