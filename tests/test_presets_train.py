@@ -14,6 +14,9 @@ from lra_bench.config import available
 from tests.conftest import compose_config
 
 PRESETS = [e for e in available("experiment") if e.startswith("lra/")]
+# Synthesizer on Path-X learns (L, L) logits per head: 2 GB even shrunk to one layer of two heads. It composes and
+# builds (for its shapes) in test_configs.py; training it is GPU work.
+NOT_TRAINED_HERE = {"lra/synthesizer-pathx"}
 
 SHRINK = {
     "mega": ["model.d_model=16", "model.net.head_hidden=32", "model.net.backbone.n_layers=1", "model.net.backbone.d_hidden=16",
@@ -47,7 +50,7 @@ def test_there_is_a_preset_for_every_model_and_task() -> None:
     assert not missing, f"models without a preset for some task: {missing}"
 
 
-@pytest.mark.parametrize("preset", [preset_param(p) for p in PRESETS])
+@pytest.mark.parametrize("preset", [preset_param(p) for p in PRESETS if p not in NOT_TRAINED_HERE])
 def test_preset_trains_a_few_steps(preset: str, all_tasks_root: Path, tmp_path: Path) -> None:
     model, task = preset.removeprefix("lra/").split("-")
     extra = ["task.batch_size=4"]
