@@ -232,6 +232,7 @@ class LRADataModule(pl.LightningDataModule, ABC):
         self.datasets: dict[str, ArrowSequenceDataset] = {}
         self.train_sampler: ResumableRandomSampler | None = None
         self._cache: SplitCache | None = None
+        self._verified = False
 
     # --- what subclasses provide -------------------------------------------------------------
     @abstractmethod
@@ -254,9 +255,10 @@ class LRADataModule(pl.LightningDataModule, ABC):
         return self._cache
 
     def prepare_data(self) -> None:
-        if not self.cache.is_complete():
-            log.info("preprocessing %s into %s", self.task_name, self.cache.dir)
-        self.cache.build(self.write_split)
+        """Build the cache, or check the existing one against its checksums (once per process) and rebuild it if
+        it changed since it was written."""
+        self.cache.build(self.write_split, verify=not self._verified)
+        self._verified = True
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:

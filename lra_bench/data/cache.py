@@ -1,10 +1,16 @@
-"""Preprocessed splits cached once as memory-mapped Arrow files, keyed by every preprocessing option.
+"""Preprocessed splits cached once as memory-mapped Arrow files, keyed by everything they were built from.
 
-Layout: ``<cache_dir>/<task>-<key>/`` with each split's files plus ``meta.json``. The key is a hash of
-the options (which include the source files' size and mtime), so changing an option or the source
-data builds a new cache and never reuses a stale one. A cache is built in a temporary folder and
-renamed into place, and ``meta.json`` (with each file's size) is its completion marker; a file lock
-keeps two processes from building the same cache at once.
+Layout: ``<cache_dir>/<task>-<key>/`` with each split's files plus ``meta.json``. The key is a hash of every
+preprocessing option and of the sources' identity (``source_identity``: for a file its size, mtime, ctime and, up to
+``HASH_LIMIT``, its SHA-256; for a folder of many files the count and a digest of every file's name, size, mtime
+and ctime), so an edited, added or removed source file builds a new cache: an in-place edit that keeps the size and
+restores the mtime still changes the ctime (which only the kernel sets) and the content hash. When a new cache is
+built beside an older one of the same task, the log names what changed.
+
+A cache is built in a temporary folder and renamed into place; ``meta.json`` (every file's size and CRC-32) is its
+completion marker and is checked when the cache is opened, so a cache damaged after it was written (truncated,
+overwritten in place) is rebuilt, never read. A file lock keeps two processes from building the same cache at
+once, and temporary folders left by processes that died are removed.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,7 +32,9 @@ from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the cached layout changes
+FORMAT_VERSION = 2  # bump when the cached layout changes
+HASH_LIMIT = 512 * 2**20  # files up to this size are keyed by their content hash too (ListOps, CIFAR, metadata)
+IDENTITY_KEYS = ("size", "mtime_ns", "ctime_ns", "sha256", "files", "bytes", "listing")
 
 
 def cache_key(options: dict[str, Any]) -> str:
@@ -33,10 +43,89 @@ def cache_key(options: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def source_identity(path: Path) -> dict[str, Any]:
-    """What identifies a source file's content cheaply: resolved path, size and mtime."""
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 * 2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 * 2**20), b""):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def source_identity(path: Path, patterns: Iterable[str] = ("**/*",)) -> dict[str, Any]:
+    """What a cache built from ``path`` depends on.
+
+    A file: resolved path, size, mtime, ctime and (up to HASH_LIMIT) the SHA-256 of its content. A folder: the count
+    and total size of the files matching ``patterns`` below it and one digest over their relative names, sizes,
+    mtimes and ctimes (an added, removed, renamed or rewritten file changes it; 200K Pathfinder PNGs take ~1 s)."""
+    path = Path(path)
     st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if not path.is_dir():
+        out = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+        if st.st_size <= HASH_LIMIT:
+            out["sha256"] = file_sha256(path)
+        return out
+    lines, total = [], 0
+    for pattern in patterns:
+        for f in path.glob(pattern):
+            if f.is_file():
+                s = f.stat()
+                total += s.st_size
+                lines.append(f"{f.relative_to(path).as_posix()}\t{s.st_size}\t{s.st_mtime_ns}\t{s.st_ctime_ns}")
+    lines.sort()
+    return {"path": str(path.resolve()), "files": len(lines), "bytes": total,
+            "listing": hashlib.sha256("\n".join(lines).encode()).hexdigest()}
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _leaves(item, f"{prefix}.{key}" if prefix else str(key)).items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for i, item in enumerate(value) for k, v in _leaves(item, f"{prefix}[{i}]").items()}
+    return {prefix: value}
+
+
+def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human lines for what differs between two caches' options: which source file changed and how, which option."""
+    a, b = _leaves(old), _leaves(new)
+    changed: dict[str, list[str]] = {}
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key):
+            continue
+        head, _, leaf = key.rpartition(".")
+        if leaf in IDENTITY_KEYS and head:
+            source = b.get(f"{head}.path") or a.get(f"{head}.path") or head
+            changed.setdefault(str(source), []).append(leaf)
+        elif leaf != "path":
+            changed.setdefault(f"option {key}", []).append(f"{a.get(key)!r} -> {b.get(key)!r}")
+    lines = []
+    for what, how in changed.items():
+        if what.startswith("option "):
+            lines.append(f"{what[7:]}: {how[0]}")
+        else:
+            kinds = {"sha256": "content", "listing": "files added, removed or rewritten", "files": "file count",
+                     "size": "size", "bytes": "size", "mtime_ns": "modification time", "ctime_ns": "change time"}
+            order = ("sha256", "listing", "files", "size", "bytes", "mtime_ns", "ctime_ns")
+            how = sorted(how, key=lambda h: order.index(h) if h in order else len(order))
+            lines.append(f"{what}: {', '.join(dict.fromkeys(kinds.get(h, h) for h in how))} changed")
+    return lines
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class SplitCache:
@@ -49,6 +138,7 @@ class SplitCache:
 
     def __init__(self, cache_dir: str | Path, task: str, options: dict[str, Any], splits: Iterable[str]):
         self.options = options
+        self.task = task
         self.splits = tuple(splits)
         self.dir = Path(cache_dir) / f"{task}-{cache_key(options)}"
 
@@ -74,29 +164,70 @@ class SplitCache:
                 return False
         return True
 
+    def damaged_files(self) -> list[str]:
+        """Files whose CRC-32 is not the one recorded when the cache was written (changed in place since)."""
+        crcs = self.meta().get("crc32", {})
+        return [name for name, crc in crcs.items() if file_crc32(self.dir / name) != crc]
+
     def meta(self) -> dict[str, Any]:
         return json.loads(self.meta_path.read_text())
 
-    def build(self, write_split: Callable[[str, Path], dict[str, Any]]) -> dict[str, Any]:
-        """Build every split unless a complete cache exists; another process building it is waited for."""
+    def _remove_dead_builds(self) -> None:
+        """Temporary build folders of processes that no longer run (killed mid-build) are removed."""
+        for tmp in self.dir.parent.glob(f"{self.task}-*.tmp-*"):
+            match = re.search(r"\.tmp-(\d+)$", tmp.name)
+            if match and tmp.is_dir() and not _pid_alive(int(match.group(1))):
+                log.info("removing %s, left by a process that died while building it", tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _log_why(self) -> None:
+        """Name what changed since the newest other cache of this task (a source file, an option)."""
+        task = self.task
+        others = []
+        for meta in self.dir.parent.glob(f"{task}-*/meta.json"):
+            if meta.parent != self.dir:
+                try:
+                    others.append((meta.stat().st_mtime, json.loads(meta.read_text()).get("options", {})))
+                except (OSError, ValueError):
+                    continue
+        if not others:
+            log.info("building the %s cache %s", task, self.dir)
+            return
+        previous = max(others, key=lambda o: o[0])[1]
+        changes = describe_changes(previous, self.options)
+        log.warning("building a new %s cache %s: %s", task, self.dir,
+                    "; ".join(changes) if changes else "its preprocessing differs from the last cache's")
+
+    def build(self, write_split: Callable[[str, Path], dict[str, Any]], verify: bool = False) -> dict[str, Any]:
+        """Build every split unless a complete (and, with ``verify``, undamaged) cache exists; another process
+        building it is waited for."""
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.dir) + ".lock"):
+            self._remove_dead_builds()
             if self.is_complete():
-                return self.meta()
+                damaged = self.damaged_files() if verify else []
+                if not damaged:
+                    return self.meta()
+                log.warning("cache %s: %s changed after the cache was written (checksum mismatch): rebuilding it",
+                            self.dir, ", ".join(damaged))
+            elif self.dir.exists():
+                log.warning("cache %s is incomplete (a build was interrupted or a file was truncated): rebuilding it", self.dir)
+            else:
+                self._log_why()
             if self.dir.exists():
-                log.warning("cache %s is incomplete or stale: rebuilding it", self.dir)
                 shutil.rmtree(self.dir)
             tmp = self.dir.with_name(self.dir.name + f".tmp-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             try:
                 stats = {split: write_split(split, tmp) for split in self.splits}
+                files = [p for p in sorted(tmp.iterdir()) if p.is_file()]
+                meta = {"options": self.options, "stats": stats, "sizes": {p.name: p.stat().st_size for p in files},
+                        "crc32": {p.name: file_crc32(p) for p in files}}
+                (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-            meta = {"options": self.options, "stats": stats, "sizes": sizes}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
             os.replace(tmp, self.dir)
             return meta
 

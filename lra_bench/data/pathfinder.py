@@ -125,6 +125,8 @@ class PathfinderDataModule(LRADataModule):
         return {
             "task": "pathfinder", "resolution": self.resolution, "difficulty": self.difficulty, "split": self.split,
             "split_seed": self.split_seed, "metadata": [source_identity(p) for p in self.metadata_files()],
+            # every image file (names, sizes, times): a PNG rewritten after caching builds a new cache
+            "images": source_identity(self.root / "imgs", ("*/*.png",)) if (self.root / "imgs").is_dir() else None,
         }
 
     def _entries(self) -> tuple[list[str], np.ndarray, int]:

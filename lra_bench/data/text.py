@@ -104,7 +104,8 @@ class IMDBDataModule(LRADataModule):
                 try:
                     folder = find_dataset_dir(self.data_dir, self.dirname, [], fill_hint=MANUAL_STEPS)
                     if (folder / "train").is_dir() and (folder / "test").is_dir():
-                        ids = {s: source_identity(folder / s) for s in ("train", "test")}
+                        # every review file read (names, sizes, times): an added or edited review builds a new cache
+                        ids = {s: source_identity(folder / s, ("pos/*.txt", "neg/*.txt")) for s in ("train", "test")}
                         self._origin = {"kind": "folder", "path": str(folder), "identity": ids}
                         return self._origin
                 except DataError as e:

@@ -1,0 +1,123 @@
+"""No silent stale cache: a cache is keyed by everything it was built from and checked when it is opened.
+
+Each test reproduces a way the old key (size + mtime of a few paths) served stale data, then checks that the
+harness now rebuilds and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_prep.listops import ListOpsSpec, generate
+from lra_bench.data.cache import describe_changes
+from lra_bench.data.listops import ListOpsDataModule
+from lra_bench.data.pathfinder import PathfinderDataModule
+from lra_bench.data.text import IMDBDataModule
+from lra_bench.errors import DataError
+from tests.fixtures import write_aclimdb, write_pathfinder_tree
+
+
+def kw(root: Path) -> dict:
+    return {"data_dir": str(root), "cache_dir": str(root / "cache"), "batch_size": 4, "num_workers": 0}
+
+
+def listops(root: Path) -> Path:
+    generate(root / "listops-1000", {"train": 30, "val": 10, "test": 10}, seed=0,
+             spec=ListOpsSpec(max_depth=3, max_args=3, min_length=5, max_length=40), progress=False)
+    return root / "listops-1000" / "basic_train.tsv"
+
+
+def edit_in_place_keeping_size_and_mtime(path: Path, edit) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    edit(data)
+    with open(path, "r+b") as f:  # in place: same inode, same size
+        f.write(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_a_listops_label_edited_in_place_with_the_same_size_and_mtime_rebuilds(tmp_path: Path, caplog) -> None:
+    train = listops(tmp_path)
+    dm = ListOpsDataModule(**kw(tmp_path))
+    dm.setup()
+    before = dm.datasets["train"].labels.copy()
+
+    def flip_first_label(data: bytearray) -> None:
+        line_end = data.index(b"\r\n", data.index(b"\r\n") + 2)  # end of the first row after the header
+        label_at = line_end - 1
+        data[label_at] = ord("0") + (data[label_at] - ord("0") + 1) % 10
+
+    edit_in_place_keeping_size_and_mtime(train, flip_first_label)
+    with caplog.at_level(logging.WARNING):
+        again = ListOpsDataModule(**kw(tmp_path))
+        again.setup()
+    assert again.cache.dir != dm.cache.dir
+    assert again.datasets["train"].labels[0] == (before[0] + 1) % 10
+    np.testing.assert_array_equal(again.datasets["train"].labels[1:], before[1:])
+    assert "basic_train.tsv: content" in caplog.text  # says which source changed
+
+
+def test_a_review_added_to_the_imdb_tree_rebuilds(tmp_path: Path, caplog) -> None:
+    write_aclimdb(tmp_path)
+    dm = IMDBDataModule(**kw(tmp_path), source="folder")
+    dm.setup()
+    n = len(dm.datasets["train"])
+    (tmp_path / "aclImdb" / "train" / "pos" / "999_9.txt").write_text("A new review, added after the cache.")
+    with caplog.at_level(logging.WARNING):
+        again = IMDBDataModule(**kw(tmp_path), source="folder")
+        again.setup()
+    assert len(again.datasets["train"]) == n + 1
+    assert "aclImdb/train: files added, removed or rewritten" in caplog.text
+
+
+def test_a_pathfinder_png_corrupted_after_caching_is_noticed(tmp_path: Path) -> None:
+    base = write_pathfinder_tree(tmp_path, per_batch=6, batches=1, empty=None)
+    PathfinderDataModule(**kw(tmp_path), decode_workers=1).setup()
+    png = base / "imgs" / "0" / "sample_2.png"
+    edit_in_place_keeping_size_and_mtime(png, lambda data: data.__setitem__(slice(0, 8), b"garbage!"))
+    with pytest.raises(DataError, match=r"sample_2.png: cannot decode the PNG"):
+        PathfinderDataModule(**kw(tmp_path), decode_workers=1).setup()
+
+
+def test_a_same_size_overwrite_inside_the_cache_is_detected_and_rebuilt(tmp_path: Path, caplog) -> None:
+    listops(tmp_path)
+    dm = ListOpsDataModule(**kw(tmp_path))
+    dm.setup()
+    expected = [dm.datasets["train"][i][0].tolist() for i in range(len(dm.datasets["train"]))]
+    arrow = dm.cache.path("train")
+    data = bytearray(arrow.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # same size, mtime kept
+    st = arrow.stat()
+    arrow.write_bytes(bytes(data))
+    os.utime(arrow, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with caplog.at_level(logging.WARNING):
+        again = ListOpsDataModule(**kw(tmp_path))
+        again.setup()
+    assert "train.arrow changed after the cache was written (checksum mismatch): rebuilding it" in caplog.text
+    assert [again.datasets["train"][i][0].tolist() for i in range(len(again.datasets["train"]))] == expected
+
+
+def test_build_folders_left_by_dead_processes_are_removed(tmp_path: Path) -> None:
+    listops(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "cache" / f"listops-0123456789abcdef.tmp-{int(dead.stdout)}"
+    stale.mkdir(parents=True)
+    (stale / "train.arrow").write_bytes(b"half")
+    alive = tmp_path / "cache" / f"listops-0123456789abcdef.tmp-{os.getpid()}"
+    alive.mkdir()
+    ListOpsDataModule(**kw(tmp_path)).setup()
+    assert not stale.exists() and alive.exists()  # a running build (this pid) is left alone
+
+
+def test_changes_are_described_by_source_and_option() -> None:
+    old = {"max_length": 2000, "sources": {"train": {"path": "/d/basic_train.tsv", "size": 5, "sha256": "a"}}}
+    new = {"max_length": 2048, "sources": {"train": {"path": "/d/basic_train.tsv", "size": 6, "sha256": "b"}}}
+    assert describe_changes(old, new) == ["max_length: 2000 -> 2048", "/d/basic_train.tsv: content, size changed"]
