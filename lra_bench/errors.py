@@ -11,3 +11,11 @@ class DataError(LRAError):
 
 class ConfigError(LRAError):
     """An invalid option or preset; the message names the option and the valid choices."""
+
+
+class RunStorageError(LRAError):
+    """The run folder cannot be written (disk full, read-only); the message names the folder and what to do."""
+
+
+class RunFolderBusy(LRAError):
+    """Another process is writing the same run folder (same command started twice)."""

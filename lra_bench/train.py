@@ -8,9 +8,11 @@ ones too, so the jobs of a multirun never share a run.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,8 +28,11 @@ from lra_bench.config import CONFIG_PATH, check_multirun_ddp, check_names, exit_
 from lra_bench.training.faults import NonFiniteGuard, Preempted
 from lra_bench.training.loggers import finish_wandb
 from lra_bench.training.module import LRAModule
-from lra_bench.training.run_state import (checkpoint_step, clear_error, finished_result, record_error, resume_checkpoint, set_aside,
-                                          truncate_metrics, wandb_id)
+from lra_bench.errors import ConfigError, RunFolderBusy, RunStorageError
+from lra_bench.training.checkpoint_io import atomic_write
+from lra_bench.training.run_lock import RunLock
+from lra_bench.training.run_state import (checkpoint_step, clear_error, finished_result, record_error, remove_stale_temp_files,
+                                          resume_checkpoint, set_aside, truncate_metrics, wandb_id)
 from lra_bench.training.summary import print_summary
 
 log = logging.getLogger("lra_bench.train")
@@ -152,7 +157,8 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
 
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    text = json.dumps(result, indent=2, default=str).encode()
+    atomic_write(out_dir / "result.json", lambda f: f.write(text))  # a finished run is marked whole or not at all
     for logger in trainer.loggers:
         experiment = getattr(logger, "experiment", None)
         if hasattr(experiment, "summary"):  # W&B: test metrics of the best checkpoint as the run summary
@@ -167,8 +173,28 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run in the run folder's state: skip a finished run, resume an interrupted one, record failures.
 
+    The folder is locked for the whole run (one writer: a second identical command refuses, naming the first).
     W&B is finished (with the right exit code) whatever happens, so jobs never share a run."""
     out_dir = Path(cfg.paths.output_dir)
+    try:
+        lock = RunLock(out_dir).acquire()
+    except (PermissionError, OSError) as e:
+        if isinstance(e, RunFolderBusy):
+            raise
+        raise RunStorageError(f"cannot write the run folder {out_dir}: {e.strerror or e}; set paths.log_dir=<a writable "
+                              "folder> (or fix the folder's permissions)") from e
+    try:
+        return _train_in(cfg, out_dir)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise RunStorageError(f"cannot write in {out_dir}: {os.strerror(e.errno)}. Free space and rerun the same "
+                                  "command: it resumes from the newest complete checkpoint") from e
+        raise
+    finally:
+        lock.release()
+
+
+def _train_in(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.get("rerun"):
         moved = set_aside(out_dir)
         if moved:
@@ -180,13 +206,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print_summary(done, out_dir)
         return done | {"skipped_rerun": True}
     (out_dir / "skipped.txt").unlink(missing_ok=True)
-    ckpt_path = cfg.get("ckpt_path") or (str(resume_checkpoint(out_dir)) if resume_checkpoint(out_dir) else None)
-    if ckpt_path:
-        step = checkpoint_step(Path(ckpt_path))
-        log.info("resuming from %s (step %d)", ckpt_path, step)
-        dropped = truncate_metrics(out_dir / "csv" / "metrics.csv", step)
-        if dropped:
-            log.info("csv/metrics.csv: dropped %d rows the interrupted attempt logged after step %d", dropped, step)
+    remove_stale_temp_files(out_dir)
+    ckpt_path = resume_point(cfg, out_dir)
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg is not None and wandb_cfg.get("id") is None:
         with open_dict(cfg):
@@ -203,6 +224,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     clear_error(out_dir)
     finish_wandb(exit_code=0)
     return result
+
+
+def resume_point(cfg: DictConfig, out_dir: Path) -> str | None:
+    """The checkpoint to resume from (``ckpt_path``, else the run folder's newest valid one), said in the log with
+    its step and any unreadable checkpoint skipped; the CSV rows a killed attempt logged after it are dropped."""
+    if cfg.get("ckpt_path"):
+        ckpt = Path(cfg.ckpt_path)
+        if not ckpt.is_file():
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such file; give an existing checkpoint, or leave ckpt_path "
+                              f"unset to resume from the newest in {out_dir / 'checkpoints'}")
+        if checkpoint_step(ckpt) < 0:
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: not a readable checkpoint (truncated or another format)")
+    else:
+        skipped: list[str] = []
+        ckpt = resume_checkpoint(out_dir, report=skipped)
+        for line in skipped:
+            log.warning(line)
+        if ckpt is None:
+            if skipped:
+                log.warning("no readable checkpoint in %s: starting from step 0", out_dir / "checkpoints")
+            return None
+    step = checkpoint_step(ckpt)
+    log.info("resuming from %s (step %d)", ckpt, step)
+    dropped = truncate_metrics(out_dir / "csv" / "metrics.csv", step)
+    if dropped:
+        log.info("csv/metrics.csv: dropped %d rows the interrupted attempt logged after step %d", dropped, step)
+    return str(ckpt)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")

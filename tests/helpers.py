@@ -61,3 +61,24 @@ class KillAtStep(pl.Callback):
         if trainer.global_step == self.step and not Path(self.marker).exists():
             Path(self.marker).write_text(str(self.step))
             os.kill(os.getpid(), self.signum)
+
+
+class FillDiskAtStep(pl.Callback):
+    """Fills the filesystem of ``filler`` at optimizer step ``step`` (once: the filler file stays until the test
+    removes it), so the next checkpoint or log write meets a real ENOSPC."""
+
+    def __init__(self, step: int, filler: str):
+        self.step, self.filler = step, filler
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        from pathlib import Path
+
+        if trainer.global_step == self.step and not Path(self.filler + ".done").exists():
+            Path(self.filler + ".done").write_text("1")
+            try:
+                with open(self.filler, "wb") as f:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+            except OSError:
+                pass

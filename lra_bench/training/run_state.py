@@ -42,7 +42,8 @@ def finished_result(run_dir: Path) -> dict[str, Any] | None:
 
 
 def checkpoint_step(path: Path) -> int:
-    """The optimizer step a checkpoint was saved at (memory-mapped: nothing but the header is read)."""
+    """The optimizer step a checkpoint was saved at (memory-mapped: nothing but the header is read); -1 when the
+    file cannot be read as a checkpoint (truncated, 0 bytes, not a checkpoint)."""
     import torch
 
     try:
@@ -51,18 +52,34 @@ def checkpoint_step(path: Path) -> int:
         return -1
 
 
-def resume_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint furthest into training, or None.
+def resume_checkpoint(run_dir: Path, report: list[str] | None = None) -> Path | None:
+    """The valid checkpoint furthest into training, or None.
 
-    Chosen by the step saved inside, not by file time: after a SIGTERM Lightning still runs its epoch-end
-    hooks, which write last.ckpt after preempted.ckpt at the same step but with the epoch marked done.
-    Ties go to preempted, then last (it holds the validation results), then periodic."""
-    found = [p for p in (Path(run_dir) / "checkpoints" / n for n in CHECKPOINT_NAMES) if p.is_file()]
-    if not found:
+    Candidates: ``last``, ``periodic``, ``preempted`` and the best-validation checkpoints (``best-step*.ckpt``):
+    the run never starts over while any of them can be read. Chosen by the step saved inside, not by file time
+    (after a SIGTERM, Lightning's epoch-end hooks write last.ckpt after preempted.ckpt at the same step); ties go to
+    preempted, then last (it holds the validation results), then periodic, then best. ``report``, when given,
+    collects one line per unreadable checkpoint (skipped, with the reason)."""
+    folder = Path(run_dir) / "checkpoints"
+    found = [folder / n for n in CHECKPOINT_NAMES if (folder / n).is_file()]
+    found += sorted(folder.glob("best-*.ckpt")) if folder.is_dir() else []
+    rank = {"preempted.ckpt": 3, "last.ckpt": 2, "periodic.ckpt": 1}
+    steps = {p: checkpoint_step(p) for p in found}
+    for p, step in steps.items():
+        if step < 0 and report is not None:
+            size = p.stat().st_size
+            report.append(f"skipping {p} ({'0 bytes' if size == 0 else f'{size:,} bytes'}, not a readable checkpoint)")
+    valid = [p for p in found if steps[p] >= 0]
+    if not valid:
         return None
-    rank = {"preempted.ckpt": 2, "last.ckpt": 1, "periodic.ckpt": 0}
-    best = max(found, key=lambda p: (checkpoint_step(p), rank[p.name]))
-    return best if checkpoint_step(best) >= 0 else None
+    return max(valid, key=lambda p: (steps[p], rank.get(p.name, 0)))
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Temp files of checkpoint or error writes interrupted by a kill (``.<name>.tmp-<pid>``)."""
+    folder = Path(run_dir)
+    for tmp in [*folder.glob(".*.tmp-*"), *(folder / "checkpoints").glob(".*.tmp-*")]:
+        tmp.unlink(missing_ok=True)
 
 
 def wandb_id(run_dir: Path) -> str:
@@ -79,14 +96,21 @@ def wandb_id(run_dir: Path) -> str:
     return run_id
 
 
-def record_error(run_dir: Path, error: BaseException) -> Path:
+def record_error(run_dir: Path, error: BaseException) -> Path | None:
+    """``error.json`` (message, traceback), written atomically; None when the folder cannot be written (a full
+    disk: the error itself is then the one line the user sees), never a 0-byte file."""
+    from lra_bench.training.checkpoint_io import atomic_write
+
     path = Path(run_dir) / "error.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    text = json.dumps({
         "error": f"{type(error).__name__}: {error}",
         "traceback": "".join(traceback.format_exception(error)),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }, indent=2))
+    }, indent=2)
+    try:
+        atomic_write(path, lambda f: f.write(text.encode()))
+    except Exception:  # no space or no permission: nothing half-written is left behind
+        return None
     return path
 
 

@@ -1,0 +1,76 @@
+"""One run folder, one writer: a lock file holding the writer's pid, taken for the whole run.
+
+Two identical commands started together (or one while the first runs) would write the same folder: CSV rows
+twice, ``-v1`` checkpoints, and the second run's result.json over the first's. The second refuses with one line
+naming the running process. The lock is an OS advisory lock (``flock``) on ``<run>/.lock``: the kernel releases it
+when its process dies however it dies, so a stale lock file of a dead process is simply taken over.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from lra_bench.errors import RunFolderBusy
+
+log = logging.getLogger(__name__)
+
+
+class RunLock:
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.holder()
+            os.close(fd)
+            who = (f"pid {holder.get('pid')}, started {holder.get('started')}: {holder.get('command')}" if holder
+                   else "another process")
+            raise RunFolderBusy(
+                f"{self.path.parent} is being written by {who}. One run folder has one writer: wait for that run to "
+                "finish (then rerun to see its result), stop it, or change an override to get another folder") from None
+        previous = self.holder_from(fd)
+        if previous.get("pid") and previous.get("pid") != os.getpid():
+            log.info("taking over %s from pid %s, which is no longer running", self.path, previous["pid"])
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                 "command": " ".join(sys.argv)}).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def holder_from(fd: int) -> dict:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            return json.loads(os.read(fd, 65536) or b"{}")
+        except (OSError, ValueError):
+            return {}
+
+    def holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
