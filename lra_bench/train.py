@@ -28,6 +28,7 @@ from lra_bench.config import CONFIG_PATH, check_multirun_ddp, check_names, exit_
 from lra_bench.training.faults import NonFiniteGuard, Preempted
 from lra_bench.training.loggers import finish_wandb
 from lra_bench.training.module import LRAModule
+from lra_bench.training.options import check_options
 from lra_bench.errors import ConfigError, RunFolderBusy, RunStorageError
 from lra_bench.training.checkpoint_io import atomic_write
 from lra_bench.training.run_lock import RunLock
@@ -52,6 +53,7 @@ def quiet_library_noise() -> None:
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Trainer]:
     """Instantiate the datamodule, the LightningModule and the trainer (with callbacks and loggers)."""
     check_names(cfg)
+    check_options(cfg)
     datamodule = instantiate(cfg.task.datamodule)
     resolve_vocab_size(cfg, datamodule)
     net = instantiate(cfg.model.net)
@@ -273,5 +275,31 @@ def main(cfg: DictConfig) -> float:
     return float(result.get(cfg.get("optimized_metric", "val/acc_best"), float("nan")))
 
 
+def check_experiment_names(argv: list[str]) -> None:
+    """Hydra lists only a group's top level when an experiment is unknown (quick, quick_pathfinder, not the lra/*
+    presets): name the unknown one and list every preset, before Hydra starts."""
+    import difflib
+
+    from lra_bench.config import available
+
+    presets = available("experiment")
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key != "experiment" or not value or "(" in value:
+            continue
+        for name in value.split(","):
+            if name and name not in presets:
+                close = difflib.get_close_matches(name, presets, n=3)
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                lra = [p.removeprefix("lra/").split("-", 1) for p in presets if p.startswith("lra/") and "-" in p]
+                models, tasks = sorted({m for m, _ in lra}), sorted({t for _, t in lra})
+                others = [p for p in presets if not p.startswith("lra/")]
+                print(f"error: unknown experiment {name!r}.{hint} Valid: lra/<model>-<task> with model in "
+                      f"{', '.join(models)} and task in {', '.join(tasks)}; {', '.join(others)} (conf/experiment/)",
+                      file=sys.stderr)
+                sys.exit(2)
+
+
 if __name__ == "__main__":
+    check_experiment_names(sys.argv[1:])
     main()

@@ -170,6 +170,71 @@ CASES = [
     Case("gen-pathfinder-count", lambda r: None, lambda r: pathfinder_gen.main(["--out-dir", str(r), "--num-images", "0", "--quiet"]),
          SystemExit, r"2"),
 ]
+def listops_bytes(root: Path, data: bytes) -> None:
+    listops_tree(root)
+    (root / RELEASE / "listops-1000" / "basic_train.tsv").write_bytes(data)
+
+
+def exit_code(fn) -> int | None:
+    try:
+        fn()
+    except SystemExit as e:
+        return e.code
+    return None
+
+
+def options(*overrides: str):
+    from lra_bench.training.options import check_options
+
+    return lambda r: check_options(compose_config(list(overrides)))
+
+
+def strange_imdb_name(root: Path) -> None:
+    write_aclimdb(root)
+    (root / "aclImdb" / "train" / "pos" / "review.txt").write_text("named like no release file")
+
+
+CASES += [
+    # --- issue 16: the rest of the bad inputs
+    Case("listops-utf16", lambda r: listops_bytes(r, "Source\tTarget\r\n[MIN 1 ]\t1\r\n".encode("utf-16")), LISTOPS,
+         DataError, r"basic_train.tsv: not UTF-8 text \(UTF-16 or binary\)"),
+    Case("listops-binary", lambda r: listops_bytes(r, bytes(range(256)) * 4), LISTOPS, DataError,
+         r"basic_train.tsv: not UTF-8 text \(UTF-16 or binary\)"),
+    Case("listops-bad-utf8", lambda r: listops_bytes(r, b"Source\tTarget\r\n[MIN 1 \xff]\t1\r\n"), LISTOPS, DataError,
+         r"basic_train.tsv: not UTF-8 text at byte \d+"),
+    Case("listops-label-superscript", lambda r: listops_tree(r, ["[MIN 1 ]\t²"]), LISTOPS, DataError,
+         r"basic_train.tsv:2: label '²' is not an integer in 0..9"),
+    Case("listops-truncated-rows", lambda r: listops_tree(r), setup_dm(ListOpsDataModule, max_length=2), None,
+         r"basic_train.tsv: 8 of 8 rows are longer than task.max_length=2 tokens and were truncated \(every row"),
+    Case("aan-label-inf", lambda r: aan_line(r, "inf\tA\tB\tx\ty"), AAN, DataError,
+         r"new_aan_pairs.train.tsv:2: label inf is out of range"),
+    Case("cifar-missing-batch", lambda r: write_cifar_batches(r) and (r / RELEASE / "cifar-10-batches-py" / "data_batch_5").unlink()
+         if (r / RELEASE / "cifar-10-batches-py").exists() else (write_cifar_batches(r) / "data_batch_5").unlink(),
+         CIFAR, DataError, r"cifar-10-batches-py, but it lacks data_batch_5"),
+    Case("imdb-strange-file-name", strange_imdb_name, IMDB, None,
+         r"train/pos: 1 file\(s\) not named <id>_<rating>.txt were not read: review.txt"),
+    Case("opt-batch-size-0", lambda r: None, options("task.batch_size=0"), ConfigError, r"task.batch_size=0: must be an integer >= 1"),
+    Case("opt-lr-0", lambda r: None, options("optimizer.lr=0"), ConfigError, r"optimizer.lr=0: must be a number > 0"),
+    Case("opt-lr-negative", lambda r: None, options("optimizer.lr=-0.001"), ConfigError, r"optimizer.lr=-0.001: must be a number > 0"),
+    Case("opt-accumulate-0", lambda r: None, options("trainer.accumulate_grad_batches=0"), ConfigError,
+         r"trainer.accumulate_grad_batches=0: must be an integer >= 1"),
+    Case("opt-workers-negative", lambda r: None, options("task.datamodule.num_workers=-1"), ConfigError,
+         r"task.datamodule.num_workers=-1: must be an integer >= 0"),
+    Case("opt-seed-negative", lambda r: None, options("seed=-1"), ConfigError, r"seed=-1: must be an integer in 0 .. 2\^32 - 1"),
+    Case("opt-decay-unknown", lambda r: None, options("scheduler.decay=foo"), ConfigError,
+         r"scheduler.decay='foo': must be one of linear, cosine, constant, rsqrt"),
+    Case("opt-max-steps-0", lambda r: None, options("trainer.max_steps=0"), ConfigError,
+         r"trainer.max_steps=0: trains nothing \(and would record a finished run\)"),
+    Case("opt-mega-chunk-full", lambda r: None, options("model=mega_chunk", "model.net.backbone.chunk_size=-1"), ConfigError,
+         r"model.net.backbone.chunk_size=-1: must be > 0 for mega_chunk \(<= 0 is full attention: use model=mega"),
+    Case("opt-missing-ckpt-path", lambda r: None,
+         lambda r: __import__("lra_bench.train", fromlist=["resume_point"]).resume_point(
+             compose_config([f"ckpt_path={r / 'nope.ckpt'}", f"paths.output_dir={r}"]), r),
+         ConfigError, r"ckpt_path=.*nope.ckpt: no such file"),
+    Case("preset-unknown-lra-experiment", lambda r: None, lambda r: exit_code(
+         lambda: __import__("lra_bench.train", fromlist=["check_experiment_names"]).check_experiment_names(
+             ["experiment=lra/mega-nosuch"])), SystemExit, r"2"),
+]
 CASES = [c for c in CASES if c.name != "aan-bad-utf8-chars"]
 
 
@@ -212,6 +277,7 @@ def test_bad_input_gives_one_clear_message(case: Case, tmp_path: Path, caplog: p
 @pytest.mark.parametrize("args, message", [
     (["task=text"], "error: no network to fetch stanfordnlp/imdb"),
     (["task=pathfinder"], "error: no pathfinder32/ with  within 3 levels"),
+    (["experiment=lra/mega-nosuch"], "error: unknown experiment 'lra/mega-nosuch'. Did you mean lra/mega-"),
 ])
 def test_the_command_line_shows_one_line_and_no_traceback(args: list[str], message: str, tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()

@@ -85,8 +85,10 @@ class CIFAR10DataModule(LRADataModule):
                     self._origin = {"kind": "folder", "path": str(folder),
                                     "identity": {f: source_identity(folder / f) for f in files}}
                     return self._origin
-                except DataError:
-                    if self.source == "folder":
+                except DataError as e:
+                    # a cifar-10-batches-py/ that lacks a file is an incomplete download: name the file, never fall
+                    # back to the hub (whose "no network" would hide it)
+                    if self.source == "folder" or "but it lacks" in str(e):
                         raise
             self._origin = {"kind": "hub", "path": self.hf_path}
         return self._origin

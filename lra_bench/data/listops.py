@@ -67,6 +67,19 @@ def detokenize(ids: np.ndarray) -> str:
 
 def read_listops_tsv(path: Path):
     """Yield (line_number, source, label) from a release-format ListOps TSV, validating every row."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head:
+        raise DataError(f"{path}: not UTF-8 text (UTF-16 or binary); the release's ListOps files are UTF-8 TSV: "
+                        "convert the file or regenerate it with `python -m data_prep.listops`")
+    try:
+        yield from _read_listops_rows(path)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text at byte {e.start} ({e.reason}); the release's ListOps files are UTF-8 "
+                        "TSV: fix the file or regenerate it with `python -m data_prep.listops`") from None
+
+
+def _read_listops_rows(path: Path):
     with open(path, encoding="utf-8", newline="") as f:
         header = f.readline().rstrip("\r\n")
         if header != "Source\tTarget":
@@ -85,7 +98,7 @@ def read_listops_tsv(path: Path):
                     "the file is malformed or truncated: regenerate it with `python -m data_prep.listops`"
                 )
             source, target = fields
-            if not target.strip().isdigit() or not 0 <= int(target) < NUM_CLASSES:
+            if not re.fullmatch(r"[0-9]", target.strip()):  # isdigit() accepts '²', which int() refuses
                 raise DataError(
                     f"{path}:{line_no}: label {target[:20]!r} is not an integer in 0..9; fix or regenerate the file"
                 )
@@ -151,5 +164,7 @@ class ListOpsDataModule(LRADataModule):
         if writer.n_rows == 0:
             raise DataError(f"{src}: no rows after the header; the file is empty or truncated: regenerate it")
         if truncated:
-            log.info("%s: %d of %d rows truncated to %d tokens", src.name, truncated, writer.n_rows, self.max_length)
+            log.warning("%s: %d of %d rows are longer than task.max_length=%d tokens and were truncated%s", src, truncated,
+                        writer.n_rows, self.max_length, " (every row: is max_length below the data's lengths?)"
+                        if truncated == writer.n_rows else "")
         return {"n": writer.n_rows, "truncated": truncated, "label_counts": labels.tolist(), "source": str(src)}

@@ -51,11 +51,12 @@ def read_aan_tsv(path: Path, max_bytes: int) -> Iterator[tuple[int, int, bytes, 
                     f"{len(fields)}; the file is malformed or truncated: fetch it again"
                 )
             try:
-                label = int(float(fields[0]))
+                value = float(fields[0])
             except ValueError:
                 raise DataError(f"{path}:{line_no}: label {fields[0][:20]!r} is not a number (expected 0 or 1)") from None
-            if label not in (0, 1):
-                raise DataError(f"{path}:{line_no}: label {label} is out of range (expected 0 or 1)")
+            if value not in (0.0, 1.0):  # inf, nan, 0.5, 2 ... (int(float('inf')) raised OverflowError, naming nothing)
+                raise DataError(f"{path}:{line_no}: label {value:g} is out of range (expected 0 or 1)")
+            label = int(value)
             yield line_no, label, fields[3][:max_bytes], fields[4][:max_bytes]
 
 
@@ -119,10 +120,16 @@ class AANDataModule(LRADataModule):
             texts = (self._decode(src, n, d) for n, _, a, b in read_aan_tsv(src, max_bytes) for d in (a, b))
             self._vocab = CharVocabulary.build(texts, self.min_freq)
         counts = np.zeros(2, dtype=np.int64)
+        cut = 0
         with ArrowRowWriter(folder / f"{split}.arrow", dtype=self.token_dtype, paired=True, rows_per_batch=1024) as w:
             for line_no, label, doc1, doc2 in read_aan_tsv(src, max_bytes):
-                w.add(self._encode(src, line_no, doc1), label, self._encode(src, line_no, doc2))
+                ids1, ids2 = self._encode(src, line_no, doc1), self._encode(src, line_no, doc2)
+                cut += (len(ids1) >= self.max_length) + (len(ids2) >= self.max_length)
+                w.add(ids1, label, ids2)
                 counts[label] += 1
+        if cut:
+            log.warning("%s: %d of %d documents reach task.max_length=%d and are cut there", src, cut, 2 * w.n_rows,
+                        self.max_length)
         if w.n_rows == 0:
             raise DataError(f"{src}: no rows; the file is empty or truncated: fetch it again")
         stats: dict[str, Any] = {"n": w.n_rows, "label_counts": counts.tolist(), "source": str(src)}

@@ -46,11 +46,16 @@ def read_aclimdb(folder: Path, split: str) -> list[tuple[str, int]]:
         sub = folder / split / name
         if not sub.is_dir():
             raise DataError(f"{sub} is missing: an aclImdb folder holds train/ and test/, each with neg/ and pos/. {MANUAL_STEPS}")
-        files = []
+        files, strangers = [], []
         for p in sub.iterdir():
             m = FILE_NAME.match(p.name)
             if m:
                 files.append((int(m.group(1)), int(m.group(2)), p))
+            elif p.is_file():
+                strangers.append(p.name)
+        if strangers:
+            shown = ", ".join(sorted(strangers)[:5]) + (", ..." if len(strangers) > 5 else "")
+            log.warning("%s: %d file(s) not named <id>_<rating>.txt were not read: %s", sub, len(strangers), shown)
         for _, _, p in sorted(files):
             try:
                 rows.append((p.read_text(encoding="utf-8"), label))
@@ -166,6 +171,7 @@ class IMDBDataModule(LRADataModule):
             if self.val_source == "test":
                 log.info("IMDB has no validation split: validating on the test set (the LRA convention)")
         rows = self._splits()[split]
+        cut = 0
         with ArrowRowWriter(folder / f"{split}.arrow", dtype=self.token_dtype) as writer:
             for text, label in rows:
                 text = text or " "  # an empty review becomes one space: every row keeps a length >= 1
@@ -173,7 +179,11 @@ class IMDBDataModule(LRADataModule):
                     ids = encode_bytes(text.encode("utf-8"), self.max_length)
                 else:
                     ids = self._vocab.encode(text, self.max_length, self.append_eos)
+                cut += len(ids) >= self.max_length
                 writer.add(ids, int(label))
+        if cut:
+            log.warning("IMDB %s: %d of %d reviews reach task.max_length=%d and are cut there%s", split, cut, len(rows),
+                        self.max_length, " (every review: is max_length below the data's lengths?)" if cut == len(rows) else "")
         stats = {"n": writer.n_rows, "label_counts": np.bincount([y for _, y in rows], minlength=2).tolist()}
         if split == "train":
             stats["vocab_size"] = len(self._vocab) if self._vocab else BYTE_VOCAB_SIZE
