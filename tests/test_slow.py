@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,7 @@ from tests.conftest import TINY_RUN, compose_config
 
 pytestmark = pytest.mark.slow
 
-CLI = [*TINY_RUN, "logger=wandb", "trainer.max_epochs=6", "checkpoint_every_n_steps=3", "model.net.backbone.dropout=0.1",
-       "+callbacks.slow._target_=tests.helpers.SlowDown", "+callbacks.slow.seconds=0.08"]
+CLI = [*TINY_RUN, "logger=wandb", "trainer.max_epochs=6", "checkpoint_every_n_steps=3", "model.net.backbone.dropout=0.1"]
 
 
 def cli(data: Path, logs: Path) -> list[str]:
@@ -34,28 +32,19 @@ def run_dir(logs: Path) -> Path:
 
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(listops_root: Path, tmp_path: Path) -> None:
     env = os.environ | {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb_home"), "WANDB_SILENT": "true"}
-    reference = subprocess.run(cli(listops_root, tmp_path / "ref"), capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=300)
+    reference = subprocess.run(cli(listops_root, tmp_path / "ref"), capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=600)
     assert reference.returncode == 0, reference.stderr[-2000:]
     expected = json.loads((run_dir(tmp_path / "ref") / "result.json").read_text())
 
     logs = tmp_path / "killed"
-    proc = subprocess.Popen(cli(listops_root, logs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT, env=env)
-    deadline = time.time() + 120
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        ckpt = next(iter((logs / "runs").glob("*/*/checkpoints/periodic.ckpt")), None) if (logs / "runs").exists() else None
-        if ckpt is not None and ckpt.stat().st_size > 0:
-            time.sleep(0.5)  # let it get further than the checkpoint: the resumed run redoes those steps
-            proc.send_signal(signal.SIGKILL)
-            killed_at = time.time()
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=30)
-    assert killed_at is not None and proc.returncode == -signal.SIGKILL, "the run was killed part-way"
+    # killed by a real SIGKILL just before step 8 (after the step-6 checkpoint), deterministically: no timing windows
+    kill = ["+callbacks.kill._target_=tests.helpers.KillAtStep", "+callbacks.kill.step=8", f"+callbacks.kill.marker={logs}/killed"]
+    first = subprocess.run([*cli(listops_root, logs), *kill], capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=600)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
     folder = run_dir(logs)
     assert not (folder / "result.json").exists()
 
-    again = subprocess.run(cli(listops_root, logs), capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=300)
+    again = subprocess.run([*cli(listops_root, logs), *kill], capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming from" in again.stdout + again.stderr
     resumed = json.loads((folder / "result.json").read_text())

@@ -139,7 +139,7 @@ def test_missing_data_exits_with_one_clear_message(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "lra_bench.train", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
          "logger=csv", "trainer=cpu"],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120,
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600,
     )
     assert proc.returncode == 2
     assert "error: no listops-1000/" in proc.stderr
