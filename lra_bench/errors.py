@@ -9,7 +9,7 @@ class DataError(LRAError):
     """Missing, truncated or malformed data; the message names the file (and line) and the fix."""
 
 
-class ConfigError(LRAError):
+class ConfigError(LRAError, ValueError):
     """An invalid option or preset; the message names the option and the valid choices."""
 
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.training.callbacks import SpeedMonitor, count_parameters
 from lra_bench.config import CONFIG_PATH, check_multirun_ddp, check_names, exit_on_lra_error, hydra_runtime, is_multirun, resolve_vocab_size
+from lra_bench.training.diagnosis import ChanceDiagnosis
 from lra_bench.training.faults import NonFiniteGuard, Preempted
 from lra_bench.training.loggers import finish_wandb
 from lra_bench.training.module import LRAModule
@@ -153,6 +154,9 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
     val_counts = stats.get("val", {}).get("label_counts")
     if val_counts:
         result["data/val_majority_rate"] = max(val_counts) / sum(val_counts)
+    diagnosis = next((c for c in trainer.callbacks if isinstance(c, ChanceDiagnosis)), None)
+    if diagnosis is not None:  # "did it learn?": at_chance | learning | not_checked, with its figures
+        result |= diagnosis.result()
     guard = next((c for c in trainer.callbacks if isinstance(c, NonFiniteGuard)), None)
     if guard is not None and guard.skipped:
         result["train/nonfinite_skipped"] = guard.skipped

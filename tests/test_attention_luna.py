@@ -274,11 +274,11 @@ PUBLISHED = {"listops": 37.98, "text": 65.78, "retrieval": 79.56, "image": 47.86
 # Sizes, positions and pooling from the task's LRA Transformer preset; the rest from fairseq-apollo
 # examples/luna/README.lra.md and fairseq/models/lra/model.py (Path-X: the Transformer's, with Luna's Pathfinder rest).
 LUNA = {
-    "listops": (4, 512, 8, 1024, "sinusoidal", "cls", 0.1, 0.1, True, True, 0.02, 1e-4, 1e-4, 32, 5000, 1000, None),
+    "listops": (6, 512, 8, 2048, "sinusoidal", "cls", 0.1, 0.1, True, True, 0.02, 1e-4, 1e-4, 32, 5000, 1000, None),
     "text": (4, 256, 4, 1024, "sinusoidal", "cls", 0.3, 0.3, False, True, 0.02, 5e-5, 1e-4, 32, 20_000, 8000, None),
     "retrieval": (4, 128, 4, 512, "sinusoidal", "first", 0.1, 0.1, False, False, None, 5e-4, 1e-4, 32, 20_000, 8000, None),
-    "image": (1, 128, 8, 128, "learned", "cls", 0.3, 0.1, False, False, None, 5e-3, 0.0, 256, 35_000, 4000, None),
-    "pathfinder": (4, 32, 4, 32, "sinusoidal", "mean", 0.2, 0.1, False, False, None, 1e-3, 0.0, 512, 62_500, 4000, None),
+    "image": (1, 32, 1, 64, "learned", "cls", 0.3, 0.1, False, False, None, 5e-3, 0.0, 256, 35_000, 4000, None),
+    "pathfinder": (1, 128, 4, 128, "sinusoidal", "mean", 0.2, 0.1, False, False, None, 1e-3, 0.0, 512, 62_500, 4000, None),
     "pathx": (1, 32, 2, 32, "learned", "mean", 0.2, 0.1, False, False, None, 1e-3, 0.0, 64, 500_000, 4000, 1.0),
 }
 

@@ -101,3 +101,115 @@ def test_bench_s4_ratios_come_from_cells_of_the_same_run() -> None:
     assert checks["s4 tokens/s at 1024 vs the official block"][1:] == (5.0, ">= 4.0x", "yes")
     assert checks["s4 peak RSS at 1024 vs the official block"][1:] == (0.2, "<= 0.25x", "yes")
     assert checks["s4d vs the official block at 1024"][3] == "a side was skipped"
+
+
+# --- the LRA and state space models in the bench; a user's model without a preset --------------------
+
+def user_model_dir(root: Path) -> Path:
+    """A config folder outside the repository with one model, ``my_transformer``, and no preset for it."""
+    (root / "model").mkdir(parents=True)
+    (root / "model" / "my_transformer.yaml").write_text("defaults:\n  - transformer\nname: my_transformer\n")
+    return root
+
+
+def test_new_models_and_a_user_model_without_a_preset_run(tmp_path: Path) -> None:
+    """Linformer and S5 from their presets; a model found only on the search path, with no lra/<model>-<task>
+    preset, falls back to task=<task> model=<name> and the output says so."""
+    conf = user_model_dir(tmp_path / "conf")
+    cfg = bench_config(tmp_path / "out", "models=[linformer,s5,my_transformer]", "lengths=[64]", "flops=false",
+                       "inference=false", f"searchpath=[file://{conf}]")
+    result = bench.run(cfg)
+    rows = {r["model"]: r for r in result["rows"]}
+    assert not [r for r in rows.values() if "skipped" in r], rows
+    assert all(r["tokens_per_s"] > 0 and r["params_mb"] > 0 for r in rows.values())
+    note = next(n for n in result["meta"]["notes"] if n.startswith("my_transformer"))
+    assert "no preset lra/my_transformer-listops" in note and "task=listops model=my_transformer" in note
+    assert note in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_an_unknown_model_is_marked_and_the_run_goes_on(tmp_path: Path) -> None:
+    rows = bench.run(bench_config(tmp_path, "models=[no_such_model]", "lengths=[64,128]", "flops=false"))["rows"]
+    assert [r["skipped"].startswith("not built") and "no_such_model" in r["skipped"] for r in rows] == [True, True]
+
+
+def test_length_overrides_size_each_model_by_the_cell_length() -> None:
+    from lra_bench.benchmarks.model_configs import length_overrides, parameter_megabytes, resolve
+
+    expected = {
+        "transformer": ["model.net.backbone.max_length=1025"],  # + CLS (pooling: cls)
+        "synthesizer": ["model.net.backbone.max_length=1025"],
+        "sinkhorn": ["model.net.backbone.max_length=1024"],  # mean pooling: no CLS
+        "luna": ["model.net.backbone.max_length=1025"],
+        "mega": ["model.net.backbone.max_positions=1024"],
+        "s5": [],
+    }
+    for model, extra in expected.items():
+        resolved, cfg = resolve(model, "text")
+        assert resolved.overrides == (f"experiment=lra/{model}-text",) and resolved.note is None
+        assert length_overrides(cfg, 1024) == ["task.max_length=1024", *extra], model
+    # Synthesizer's random logits are H L^2 per layer: 4 layers x 4 heads x 4 bytes
+    resolved, cfg = resolve("synthesizer", "text")
+    mb = {n: parameter_megabytes([*resolved.overrides, *length_overrides(cfg, n)]) for n in (1024, 2048)}
+    assert mb[2048] - mb[1024] == pytest.approx(4 * 4 * (2049**2 - 1025**2) * 4 / 2**20, rel=1e-6)
+
+
+def test_budget_predicts_the_process_memory_with_the_parameters_of_the_length() -> None:
+    from lra_bench.benchmarks.budget import skip_reason
+
+    measured = [{"length": 1024, "train_s": 1.0, "memory_mb": 100.0, "held_mb": 300.0, "params_mb": 70.0}]
+    # step memory 100 -> 400 (quadratic by default), held 300 + the parameters' growth 270 - 70
+    reason, predicted = skip_reason(measured, 2048, quadratic=True, steps=5, cell_seconds=600, memory_mb=800,
+                                    params_mb=270.0)
+    assert predicted["predicted_process_mb"] == pytest.approx(900.0) and reason == "predicted 900 MB > budget 800 MB"
+    assert skip_reason(measured, 2048, quadratic=True, steps=5, cell_seconds=600, memory_mb=1000, params_mb=270.0)[0] is None
+    assert skip_reason(measured, 2048, quadratic=True, steps=5, cell_seconds=10, memory_mb=1000)[0].startswith("predicted 20 s")
+    # nothing measured yet: only parameters (and gradients) that cannot fit stop a cell
+    first = dict(quadratic=True, steps=5, cell_seconds=600, memory_mb=1e-9, available_mb=8000.0)
+    assert skip_reason([], 16384, params_mb=3000.0, **first)[0] is None
+    assert "parameters and their gradients 34,000 MB" in skip_reason([], 16384, params_mb=17000.0, **first)[0]
+
+
+def lra_rows() -> list[dict]:
+    """Made-up measurements at 1K/2K/4K: a quadratic Transformer, a linear Linformer, a slow Reformer."""
+    rows = []
+    for n in (1024, 2048, 4096):
+        k = n // 1024
+        for model, speed, memory in (("transformer", 1000 / k**2, 10 * k**2), ("transformer_vanilla", 800 / k**2, 12 * k**2),
+                                     ("linformer", 2000 / k, 5 * k), ("reformer", 600 / k, 8 * k)):
+            rows.append({"model": model, "length": n, "tokens_per_s": speed * n, "train_s": 1 / speed,
+                         "memory_mb": float(memory)})
+    return rows
+
+
+def test_lra_efficiency_table_puts_lra_published_ratios_beside_ours() -> None:
+    rows = lra_rows()
+    bench.add_ratios(rows, 1e12)
+    md = bench.markdown(rows, bench.check_targets(rows), {"device": "cpu", "precision": "fp32", "task": "text", "batch": 1,
+                                                          "repeats": 3, "warmup": 1, "peak_flops": 1e12})
+    section = md[md.index("LRA's efficiency table shape"):]
+    linformer = [line for line in section.splitlines() if line.startswith("| linformer |")]
+    # speed: ours x SDPA / x vanilla, then LRA's bracket (1.2x at 1K, 5.5x at 4K) and Mega Table 2's 5.5x
+    assert linformer[0].startswith("| linformer | 2.00x / 2.50x | 1.2x | 4.00x / 5.00x | 1.9x | 8.00x / 10.00x | 5.5x | 5.5x |")
+    # memory: LRA's GB over its Transformer's (0.99 / 9.48 at 4K), growth exponents 1 (ours) and LRA's
+    assert "| 0.10x |" in linformer[1] and "| 1.00 | 0.71 | 0.10x |" in linformer[1]
+    targets = {t["claim"]: t for t in bench.check_targets(rows)}
+    assert targets["linformer speed vs transformer at 4096"]["measured"] == pytest.approx(8.0)
+    reformer = targets["reformer speed vs transformer at 4096"]  # LRA measured Reformer slower: its 0.8x is the goal
+    assert reformer["goal"] == ">= 0.8x" and "LRA measured 0.8x" in reformer["note"] and reformer["met"]
+
+
+def test_every_model_config_is_in_the_default_bench() -> None:
+    from lra_bench.config import CONFIG_DIR
+
+    cfg = compose_config([], config_name="bench")
+    models = {p.stem for p in (CONFIG_DIR / "model").glob("*.yaml")}
+    assert models | {"transformer_vanilla", "transformer_fused"} == set(cfg.models)
+
+
+@pytest.mark.slow
+def test_every_default_bench_model_runs_a_tiny_cell(tmp_path: Path) -> None:
+    models = ",".join(compose_config([], config_name="bench").models)
+    cfg = bench_config(tmp_path, f"models=[{models}]", "lengths=[64]", "batch=1", "repeats=1", "flops=false",
+                       "inference=false", 'model_overrides=["model.net.backbone.n_layers=1"]')
+    rows = bench.run(cfg)["rows"]
+    assert not [(r["model"], r["skipped"]) for r in rows if "skipped" in r]

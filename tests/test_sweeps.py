@@ -73,7 +73,7 @@ def test_a_failing_cell_is_isolated_and_a_rerun_skips_finished_cells(listops_roo
     assert first.returncode == 1
     jobs = {j["job"]: j for j in collect(tmp_path / "multiruns" / "faulty")}
     assert jobs["scheduler.decay=linear"]["status"] == "finished"
-    assert jobs["scheduler.decay=bogus"]["status"] == "failed" and "scheduler.decay must be one of" in jobs["scheduler.decay=bogus"]["error"]
+    assert jobs["scheduler.decay=bogus"]["status"] == "failed" and "scheduler.decay='bogus': must be one of" in jobs["scheduler.decay=bogus"]["error"]
     assert "1 of 2 cells did not finish" in first.stdout + first.stderr
     second = multirun(args, listops_root, tmp_path, tmp_path / "wb", "faulty")
     assert second.returncode == 1

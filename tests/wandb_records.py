@@ -40,9 +40,27 @@ def iter_records(path: Path) -> Iterator[Any]:
             yield record
 
 
+def wait_for_exit(path: Path, timeout: float = 300.0) -> None:
+    """wandb-core writes the run file on its own after ``finish()`` returns (later on a loaded machine): wait for the
+    exit record before reading, so a slow disk or a busy CPU never makes a test read half a run."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in iter_records(path)):
+                return
+        except (ValueError, OSError):  # the header itself not written yet
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} has no exit record after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
     """{'run': {id, project, group, job_type, tags, name}, 'history': [dict], 'summary': dict, 'config': dict}."""
     (path,) = Path(run_dir).glob("run-*.wandb")
+    wait_for_exit(path)
     out: dict[str, Any] = {"run": {}, "history": [], "summary": {}, "config": {}}
 
     def key(item: Any) -> str:

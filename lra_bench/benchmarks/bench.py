@@ -1,10 +1,14 @@
 """Efficiency benchmark: training-step speed, inference speed, memory, FLOPs and MFU of every model by length.
 
     python -m lra_bench.bench [models=[mega,transformer] lengths=[1024,4096] batch=2 device=cuda precision=bf16 ...]
+    python -m lra_bench.bench hydra.searchpath=[file:///path/to/my/conf] models=[my_model,transformer]
     make bench
 
-Each model is built from its preset for ``task`` (default Text, the Mega paper's speed/memory setting) and runs
-on random inputs in training mode with the preset's dropouts. Three Transformers: ``transformer`` (the preset,
+Each model is built from its preset for ``preset_task`` (default Text, the Mega paper's and LRA's speed/memory
+setting; ``model_configs.py``: a model without a preset for the task, e.g. a user's own on ``hydra.searchpath``,
+is built from ``task=<task> model=<name>``, and the output says so), sized to the cell's length (position tables
+and the mechanisms that size things by the length), and runs on random inputs in training mode with the preset's
+dropouts. Three Transformers: ``transformer`` (the preset,
 ``scaled_dot_product_attention``; with its attention dropout 0.1 PyTorch runs SDPA's math kernel on CPU),
 ``transformer_vanilla`` (explicit softmax(QK^T)V, the LRA and Mega papers' baseline) and ``transformer_fused``
 (the preset without attention dropout, so SDPA takes its fused flash kernel: the fastest Transformer here). Every cell (model x length) runs in its own
@@ -12,8 +16,9 @@ process: on CPU its memory is the step's own peak (peak RSS minus the RSS before
 libraries are the same for every model and would flatten the ratios; the raw peak RSS is kept too), on CUDA
 the allocator's peak. Timing: ``warmup`` steps, then the median (and min/max) of ``repeats`` steps.
 
-A cell whose time or memory, predicted from the model's previous length with its measured growth, would exceed
-the budget is skipped and marked, as is one that runs over ``budget.timeout_seconds`` or is killed.
+A cell whose time or process memory, predicted from the model's previous lengths with their measured growth
+(``budget.py``), would exceed the budget is skipped and marked, as is one that runs over
+``budget.timeout_seconds``, fails or is killed: the run goes on.
 
 FLOPs per step are counted by ``FlopCounterMode`` (matmuls, including complex ones counted as real) plus analytic
 terms for what it misses: FFTs (2.5 n log2 n per real transform, 5 n log2 n per complex one) and CPU SDPA kernels.
@@ -21,7 +26,9 @@ Elementwise work (softmax, norms, activations) is not counted. MFU = FLOPs / ste
 throughput measured on this machine at start.
 
 Outputs in ``out_dir``: results.csv, results.json, results.md (the table with speed and memory ratios against
-both Transformers, laid out like the Mega paper's columns, and every target with its measured ratio),
+both Transformers, laid out like the Mega paper's columns; the LRA paper's efficiency table shape, speed and
+memory relative to the Transformer at 1K-4K beside its published values (``published_efficiency.py``); and
+every target with its measured ratio),
 time_vs_length.png and memory_vs_length.png; with ``logger=wandb`` a W&B run (job_type bench) gets the table
 and the plots.
 """
@@ -38,9 +45,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lra_bench.benchmarks.published_efficiency import (
+    MEGA_TABLE_2_4K,
+    lra_memory_x,
+    lra_row,
+    lra_slower_at_4k,
+    lra_speed_x,
+)
+
 log = logging.getLogger("lra_bench.benchmarks.bench")
 
-QUADRATIC = {"mega", "transformer", "transformer_vanilla", "transformer_fused"}
+QUADRATIC = {"mega", "transformer", "transformer_vanilla", "transformer_fused", "synthesizer"}
+# LRA's efficient Transformers and Luna: each at 4K as fast as the SDPA Transformer, unless LRA measured it slower
+LRA_MODELS = ("local", "sparse_transformer", "longformer", "linformer", "reformer", "sinkhorn", "synthesizer", "bigbird",
+              "linear_transformer", "performer", "luna")
 # ratios are computed against each of these; the tables show the first two (the paper's baselines)
 REFERENCES = ("transformer", "transformer_vanilla", "transformer_fused")
 # (model, reference, length, kind, goal): Mega issue / paper claims, CPU targets of the benchmark issue
@@ -52,45 +70,9 @@ TARGETS = (
     ("mega_chunk", "transformer_fused", 4096, "speed", 2.0),  # the same speed goals against the fastest Transformer
     ("mega_chunk", "transformer_fused", 16384, "speed", 6.0),
 )
-PAPER_4K = {"mega": (2.9, 0.31), "mega_chunk": (5.5, 0.13), "s4": (4.8, 0.14)}  # vs their Transformer, Text 4K
 
 
 # --- one cell (child process) --------------------------------------------------------------------
-
-def preset_overrides(model: str, task: str) -> list[str]:
-    if model == "transformer_vanilla":
-        return [f"experiment=lra/transformer-{task}", "model.net.backbone.attention=vanilla"]
-    if model == "transformer_fused":  # without attention dropout SDPA takes its fused (flash) kernel, on CPU too
-        return [f"experiment=lra/transformer-{task}", "model.net.backbone.attn_dropout=0.0"]
-    return [f"experiment=lra/{model}-{task}"]
-
-
-def length_overrides(model: str, length: int) -> list[str]:
-    """Size the preset's position tables to the cell's length (a preset holds its task's length)."""
-    if model.startswith("transformer"):
-        return [f"task.max_length={length}", f"model.net.backbone.max_length={length + 1}"]  # + CLS
-    if model in ("mega", "mega_chunk"):
-        return [f"task.max_length={length}", f"model.net.backbone.max_positions={length}"]
-    return [f"task.max_length={length}"]
-
-
-def build_model(model: str, task: str, extra: list[str]):
-    """The preset's classifier (vocabulary from the data: 257 placeholder tokens) and its task config."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.utils import instantiate
-    from omegaconf import open_dict
-
-    from lra_bench.config import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[*preset_overrides(model, task), "paths.output_dir=/tmp", *extra])
-    with open_dict(cfg):
-        if cfg.task.vocab_size is None:
-            cfg.task.vocab_size = 257
-    return instantiate(cfg.model.net), cfg.task
-
 
 def flop_formulas() -> dict:
     """Analytic FLOPs for ops FlopCounterMode leaves at zero: FFTs and CPU SDPA."""
@@ -126,11 +108,12 @@ def measure_cell(spec: dict[str, Any]) -> dict[str, Any]:
     import torch.nn.functional as F
 
     from lra_bench.benchmarks.cells import time_step
+    from lra_bench.benchmarks.model_configs import build_net
     from lra_bench.benchmarks.process_memory import current_rss_mb, peak_rss_mb, reset_peak_rss
 
     torch.manual_seed(0)
     device = torch.device(spec["device"])
-    net, task = build_model(spec["model"], spec["task"], [*length_overrides(spec["model"], spec["length"]), *spec["model_overrides"]])
+    net, task = build_net(spec["overrides"], spec["searchpath"])
     net = net.to(device).train()
     B, L = spec["batch"], spec["length"]
     high = int(task.vocab_size) if task.input == "tokens" else 256
@@ -161,6 +144,9 @@ def measure_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "train_s": train["median_s"], "train_min_s": train["min_s"], "train_max_s": train["max_s"],
         "tokens_per_s": B * L * docs / train["median_s"], "memory_mb": memory, "peak_rss_mb": peak_rss_mb(),
         "params": sum(p.numel() for p in net.parameters()),
+        "params_mb": sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20,
+        # what the process held before the step (CUDA: the allocator's peak already counts it)
+        "held_mb": base_rss if device.type == "cpu" else 0.0,
     }
     if spec["inference"]:
         net.eval()
@@ -196,27 +182,27 @@ def peak_matmul_flops(device: str) -> float:
     return 2 * n**3 / t
 
 
-def predict(history: list[dict], length: int, key: str, quadratic: bool) -> float | None:
-    """Extrapolate a cell's figure from the model's measured lengths (growth exponent measured, 1..2.2)."""
-    done = [h for h in history if key in h and h[key] > 0]
-    if not done:
-        return None
-    last = done[-1]
-    exponent = 2.0 if quadratic else 1.0
-    if len(done) >= 2 and done[-2]["length"] != last["length"]:
-        prev = done[-2]
-        exponent = math.log(last[key] / prev[key]) / math.log(last["length"] / prev["length"])
-        exponent = min(max(exponent, 1.0), 2.2)
-    return last[key] * (length / last["length"]) ** exponent
+def searchpath(cfg) -> list[str]:
+    """Config search path for the models: ``searchpath`` in the bench config plus a running app's
+    ``hydra.searchpath=[...]`` (where a user's own model configs live)."""
+    from lra_bench.config import hydra_runtime
+
+    runtime = hydra_runtime()
+    return list(dict.fromkeys([*(cfg.get("searchpath") or []), *((runtime.searchpath if runtime is not None else None) or [])]))
 
 
-def run_grid(cfg) -> list[dict[str, Any]]:
+def run_grid(cfg, notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every model x length cell, each in its own process, skipping what the budget predicts will not fit.
+    ``notes`` collects what the output must say (presets a model was not built from, models not found)."""
     import psutil
     import torch
     from rich.progress import Progress
 
+    from lra_bench.benchmarks.budget import skip_reason
     from lra_bench.benchmarks.cells import run_cell
+    from lra_bench.benchmarks.model_configs import length_overrides, parameter_megabytes, resolve
 
+    notes = [] if notes is None else notes
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.budget.memory_mb is not None:
         memory_budget = float(cfg.budget.memory_mb)
@@ -225,31 +211,41 @@ def run_grid(cfg) -> list[dict[str, Any]]:
     else:
         memory_budget = 0.7 * psutil.virtual_memory().total / 2**20
     steps_per_cell = cfg.warmup + cfg.repeats + (1 + cfg.repeats) * 0.4 * bool(cfg.inference) + bool(cfg.flops)
+    paths = searchpath(cfg)
     rows: list[dict[str, Any]] = []
     grid = [(m, L) for m in cfg.models for L in sorted(cfg.lengths)]
     with Progress(transient=False) as progress:
         bar = progress.add_task("benchmark", total=len(grid))
         for model in cfg.models:
             history: list[dict] = []
+            try:
+                resolved, composed = resolve(model, cfg.preset_task, list(cfg.model_overrides), paths)
+                unbuildable = None
+            except Exception as e:  # an unknown model or a broken config: its cells are marked, the run goes on
+                resolved, composed, unbuildable = None, None, f"not built: {str(e).splitlines()[0][:200]}"
+                notes.append(f"{model}: {unbuildable}")
+            if resolved is not None and resolved.note:
+                notes.append(resolved.note)
+                progress.console.print(f"note: {resolved.note}")
             for length in sorted(cfg.lengths):
                 progress.update(bar, description=f"{model} L={length}")
                 row = {"model": model, "length": length, "batch": cfg.batch, "device": device, "precision": cfg.precision}
-                quadratic = model in QUADRATIC
-                t_pred = predict(history, length, "train_s", quadratic)
-                m_pred = predict(history, length, "memory_mb", quadratic)
-                if history and "skipped" in history[-1]:
-                    row["skipped"] = f"skipped at L={history[-1]['length']}" if "skipped at L=" not in history[-1]["skipped"] else history[-1]["skipped"]
-                elif t_pred is not None and t_pred * steps_per_cell > cfg.budget.cell_seconds:
-                    row["skipped"] = f"predicted {t_pred * steps_per_cell:.0f} s > budget {cfg.budget.cell_seconds} s"
-                elif m_pred is not None and m_pred > memory_budget:
-                    row["skipped"] = f"predicted {m_pred:,.0f} MB > budget {memory_budget:,.0f} MB"
-                if "skipped" in row and t_pred is not None:  # kept for an explicitly labelled extrapolation
-                    row["predicted_train_s"], row["predicted_memory_mb"] = t_pred, m_pred
+                if resolved is None:
+                    row["skipped"] = unbuildable
                 else:
-                    spec = {"model": model, "task": cfg.preset_task, "length": length, "batch": cfg.batch, "device": device,
-                            "precision": cfg.precision, "warmup": cfg.warmup, "repeats": cfg.repeats,
-                            "inference": cfg.inference, "flops": cfg.flops, "model_overrides": list(cfg.model_overrides)}
-                    row |= run_cell("lra_bench.benchmarks.bench", spec, cfg.budget.timeout_seconds)
+                    overrides = [*resolved.overrides, *length_overrides(composed, length), *cfg.model_overrides]
+                    params_mb = parameter_megabytes(overrides, paths)
+                    available = psutil.virtual_memory().available / 2**20 if device == "cpu" else memory_budget
+                    reason, predicted = skip_reason(history, length, quadratic=model in QUADRATIC, steps=steps_per_cell,
+                                                    cell_seconds=cfg.budget.cell_seconds, memory_mb=memory_budget,
+                                                    params_mb=params_mb, available_mb=available)
+                    if reason is not None:  # predictions kept for an explicitly labelled extrapolation
+                        row |= {"skipped": reason, **predicted}
+                    else:
+                        spec = {"model": model, "overrides": overrides, "searchpath": paths, "length": length,
+                                "batch": cfg.batch, "device": device, "precision": cfg.precision, "warmup": cfg.warmup,
+                                "repeats": cfg.repeats, "inference": cfg.inference, "flops": cfg.flops}
+                        row |= run_cell("lra_bench.benchmarks.bench", spec, cfg.budget.timeout_seconds)
                 history.append(row)
                 rows.append(row)
                 shown = row.get("skipped") or f"{row['tokens_per_s']:,.0f} tokens/s, {row['memory_mb']:,.0f} MB"
@@ -275,18 +271,37 @@ def add_ratios(rows: list[dict], peak_flops: float) -> None:
                     r[f"memory_vs_{ref}"] = r["memory_mb"] / base["memory_mb"]
 
 
+def targets_for(models: list[str]) -> list[tuple[str, str, int, str, float, str | None]]:
+    """(model, reference, length, kind, goal, note): the fixed Mega targets, then for the models in this run
+    issue 12's (each LRA model at 4K as fast as the SDPA Transformer, or as slow as LRA measured it) and
+    issue 13's (S5 and LRU as fast as S4D at 4K: they are diagonal recurrences too)."""
+    out = [(*t, None) for t in TARGETS]
+    for m in models:
+        if m in LRA_MODELS:
+            slower = lra_slower_at_4k(m)
+            out.append((m, "transformer", 4096, "speed", slower or 1.0,
+                        f"LRA measured {slower}x of its Transformer at 4K" if slower else None))
+    for m in ("s5", "lru"):
+        if m in models and "s4d" in models:
+            out.append((m, "s4d", 4096, "speed", 1.0, None))
+    return out
+
+
 def check_targets(rows: list[dict]) -> list[dict[str, Any]]:
-    """Each target with its measured ratio; when the reference cell was skipped by the budget, also the ratio
-    against the reference's extrapolated figures (its measured growth), labelled as such."""
+    """Each target with its ratio from this run's two cells; when the reference cell was skipped by the budget,
+    also the ratio against the reference's extrapolated figures (its measured growth), labelled as such."""
     by = {(r["model"], r["length"]): r for r in rows}
     out = []
-    for model, ref, length, kind, goal in TARGETS:
+    for model, ref, length, kind, goal, why in targets_for(list(dict.fromkeys(r["model"] for r in rows))):
         r, base = by.get((model, length), {}), by.get((ref, length), {})
-        value = r.get(f"{kind}_vs_{ref}")
+        value = None
+        if "skipped" not in r and "skipped" not in base and r and base:
+            key = "tokens_per_s" if kind == "speed" else "memory_mb"
+            value = r[key] / base[key] if base[key] > 0 else None
         met = value is not None and (value >= goal if kind == "speed" else value <= goal)
-        note, extrapolated = None, None
+        note, extrapolated = why, None
         if value is None:
-            note = r.get("skipped") or base.get("skipped") or "not in the grid"
+            note = "; ".join(n for n in (r.get("skipped") or base.get("skipped") or "not in the grid", why) if n)
             if "skipped" not in r and r and base.get("predicted_train_s"):
                 if kind == "speed":
                     extrapolated = base["predicted_train_s"] / r["train_s"]
@@ -313,6 +328,52 @@ def length_table(title: str, key: str, kind: str, models: list[str], lengths: li
     return out
 
 
+def growth(r0: dict, r1: dict, key: str) -> float | None:
+    """The exponent g of key ~ L^g between two measured cells (1: linear, 2: quadratic)."""
+    if "skipped" in r0 or "skipped" in r1 or not r0 or not r1 or r0.get(key, 0) <= 0 or r1.get(key, 0) <= 0:
+        return None
+    return math.log(r1[key] / r0[key]) / math.log(r1["length"] / r0["length"])
+
+
+def lra_table(models: list[str], lengths: list[int], by: dict) -> list[str]:
+    """The LRA paper's efficiency table shape: speed and memory relative to the Transformer at 1K-4K, ours
+    (vs the SDPA / vanilla Transformer of this run) beside LRA's published ratios, and the memory growth."""
+    shown = [m for m in models if m in ("transformer", "transformer_vanilla", *LRA_MODELS)]
+    ls = [n for n in lengths if n <= 4096]
+    if not shown or not ls:
+        return []
+
+    def ratio(m: str, n: int, kind: str) -> str:
+        r = by.get((m, n), {})
+        if "skipped" in r:
+            return "skipped"
+        return " / ".join(f"{r[k]:.2f}x" if k in r else "–" for k in (f"{kind}_vs_transformer", f"{kind}_vs_transformer_vanilla"))
+
+    def published(value: float | None, digits: int) -> str:
+        return "–" if value is None else f"{value:.{digits}f}x"
+
+    head = "| model | " + " | ".join(f"L={n} ours | L={n} LRA" for n in ls)
+    rule = "|---|" + "---|---|" * len(ls)
+    out = ["", "LRA's efficiency table shape (speed and memory relative to the Transformer; ours: x SDPA / x vanilla "
+           "Transformer of this run; LRA: Tay et al. 2021, Section 3.4, Text, batch 32, TPU v3, vs its Transformer, an "
+           "explicit softmax one like our vanilla; LRA's memory ratios are derived from its GB; Mega: its Table 2 at 4K):",
+           "", "Speed:", "", head + " | Mega 4K |", rule + "---|"]
+    for m in shown:
+        cells = [f"{ratio(m, n, 'speed')} | {published(lra_speed_x(m, n), 1)}" for n in ls]
+        out.append(f"| {m} | " + " | ".join(cells) + f" | {published(MEGA_TABLE_2_4K.get(m, (None,))[0], 1)} |")
+    out += ["", "Memory (growth: the exponent g of memory ~ L^g between the shortest and longest length shown; 1 = linear):",
+            "", head + " | growth ours | growth LRA (1K-4K) | Mega 4K |", rule + "---|---|---|"]
+    for m in shown:
+        cells = [f"{ratio(m, n, 'memory')} | {published(lra_memory_x(m, n), 2)}" for n in ls]
+        g = growth(by.get((m, ls[0]), {}), by.get((m, ls[-1]), {}), "memory_mb") if len(ls) > 1 else None
+        row = lra_row(m)
+        g_lra = math.log(row.memory_gb[3] / row.memory_gb[0]) / math.log(4) if row else None
+        mega = MEGA_TABLE_2_4K.get(m, (None, None))[1]
+        out.append(f"| {m} | " + " | ".join(cells) + f" | {'–' if g is None else f'{g:.2f}'} | "
+                   f"{'–' if g_lra is None else f'{g_lra:.2f}'} | {published(mega, 2)} |")
+    return out
+
+
 def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
     lengths = sorted({r["length"] for r in rows})
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -321,6 +382,7 @@ def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
            f"median of {meta['repeats']} steps after {meta['warmup']} warm-up; memory = the step's own peak "
            f"({'CUDA allocator' if meta['device'] == 'cuda' else 'peak RSS minus the RSS before the step'}); "
            f"peak matmul {meta['peak_flops'] / 1e9:,.0f} GFLOP/s.", ""]
+    out += [f"- note: {n}" for n in meta.get("notes", [])] + ([""] if meta.get("notes") else [])
     out += length_table("Training tokens/s (speed x vs SDPA Transformer / vanilla Transformer):", "tokens_per_s", "speed",
                         models, lengths, by)
     out += [""] + length_table("Training-step memory MB (memory x vs SDPA / vanilla Transformer):", "memory_mb", "memory",
@@ -332,9 +394,10 @@ def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
         for m in models:
             r = by.get((m, 4096), {})
             fmt = lambda k: f"{r[k]:.2f}x" if k in r else ("skipped" if "skipped" in r else "–")  # noqa: E731
-            paper = PAPER_4K.get(m, ("–", "–"))
+            paper = MEGA_TABLE_2_4K.get(m, ("–", "–"))
             out.append(f"| {m} | {fmt('speed_vs_transformer')} | {fmt('memory_vs_transformer')} | "
                        f"{fmt('speed_vs_transformer_vanilla')} | {fmt('memory_vs_transformer_vanilla')} | {paper[0]} | {paper[1]} |")
+    out += lra_table(models, lengths, by)
     out += ["", "Inference tokens/s, FLOPs per training step and MFU:", "",
             "| model | L | inference tokens/s | GFLOPs / step | MFU |", "|---|---|---|---|---|"]
     for r in rows:
@@ -348,6 +411,8 @@ def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
         measured = f"{t['measured']:.2f}x" if t["measured"] is not None else f"not measured ({t['note']})"
         if t.get("extrapolated") is not None:
             measured += f"; about {t['extrapolated']:.1f}x against the reference's extrapolated figure"
+        if t.get("note") and t["measured"] is not None:
+            measured += f" ({t['note']})"
         out.append(f"| {t['claim']} | {t['goal']} | {measured} | {'yes' if t['met'] else 'no'} |")
     return "\n".join(out) + "\n"
 
@@ -371,7 +436,8 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         ax.set_xlabel("sequence length")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_lines():
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
@@ -410,6 +476,9 @@ def log_to_wandb(cfg, rows: list[dict], files: dict) -> None:
         columns = sorted({k for r in rows for k in r})
         run.log({"bench/results": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows]),
                  **{f"bench/{p.stem}": wandb.Image(str(p)) for p in files["pngs"]}})
+        from lra_bench.reporting.wandb_tables import log_bench_tables
+
+        log_bench_tables(run, rows)  # the speed/memory-vs-length charts the dashboard shows
         finish_wandb(0)
     except Exception as e:  # W&B trouble never loses the local results
         log.warning("logging the benchmark to W&B failed: %s", e)
@@ -418,12 +487,14 @@ def log_to_wandb(cfg, rows: list[dict], files: dict) -> None:
 
 def run(cfg) -> dict[str, Any]:
     started = time.time()
-    rows = run_grid(cfg)
+    notes: list[str] = []
+    rows = run_grid(cfg, notes)
     device = rows[0]["device"] if rows else "cpu"
     peak = peak_matmul_flops(device)
     add_ratios(rows, peak)
     meta = {"task": cfg.preset_task, "device": device, "precision": cfg.precision, "batch": cfg.batch, "warmup": cfg.warmup,
-            "repeats": cfg.repeats, "peak_flops": peak, "cpus": os.cpu_count(), "wall_s": time.time() - started}
+            "repeats": cfg.repeats, "peak_flops": peak, "cpus": os.cpu_count(), "wall_s": time.time() - started,
+            "notes": notes}
     files = write_outputs(rows, meta, Path(cfg.out_dir))
     log_to_wandb(cfg, rows, files)
     print(files["md"].read_text())
