@@ -14,7 +14,8 @@ ARGS       ?=
 WORKERS    ?= $(shell nproc 2>/dev/null || echo 2)
 
 TASKS  := listops text retrieval image pathfinder pathx
-MODELS := mega mega_chunk transformer s4 s4d
+# every built-in model (conf/model/*.yaml); a model of your own package is found through LRA_BENCH_CONFIG_PATH
+MODELS := $(sort $(basename $(notdir $(wildcard conf/model/*.yaml))))
 DEFAULT_MODEL := mega
 
 BIN   := $(VENV)/bin
@@ -22,11 +23,11 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.install-stamp
 DATA  := $(abspath $(DATA_DIR))
 
-.PHONY: help install test test-slow test-cuda test-all lra-task sweep report data data-quick data-quick-pathfinder data-listops bench bench-data bench-pathfinder bench-mega bench-s4 clean clean-cache distclean
+.PHONY: help install test test-slow test-cuda test-all lra-task sweep report dashboard data data-quick data-quick-pathfinder data-listops bench bench-attention bench-ssm bench-data bench-pathfinder bench-mega bench-s4 check-model clean clean-cache distclean
 
 help: ## list the targets
 	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
 	@echo "  tasks: $(TASKS)   models: $(MODELS)   data root: $(DATA)   torch: $(TORCH_SPEC)"
 
 # The stamp records TORCH_SPEC: changing it (or pyproject.toml) reinstalls.
@@ -37,7 +38,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]" -e examples/lra_example
 	@echo "$(TORCH_SPEC)" > $(STAMP)
 
 install: $(STAMP) ## create .venv and install torch (TORCH_SPEC), then lra_bench editable with dev extras
@@ -55,7 +56,8 @@ test-all: test test-slow ## both suites
 
 lra-task: install ## train: no TASK = quick CPU default (MODEL=... picks its model); TASK=... = experiment=lra/MODEL-TASK
 	@m="$(or $(MODEL),$(DEFAULT_MODEL))"; \
-	case " $(MODELS) " in *" $$m "*) ;; *) echo "error: unknown MODEL=$$m; valid models: $(MODELS)"; exit 2;; esac
+	case " $(MODELS) " in *" $$m "*) ;; *) test -n "$$LRA_BENCH_CONFIG_PATH" || \
+	  { echo "error: unknown MODEL=$$m; valid models: $(MODELS) (your own: set LRA_BENCH_CONFIG_PATH, see README)"; exit 2; };; esac
 ifeq ($(TASK),)
 	@$(MAKE) --no-print-directory data-quick
 	$(PY) -m lra_bench.train experiment=quick model=$(or $(MODEL),$(DEFAULT_MODEL)) paths.data_dir=$(DATA) $(ARGS)
@@ -89,6 +91,9 @@ sweep: install ## Hydra multirun preset SWEEP (smoke | seeds | lra-table), one W
 report: install ## the LRA table, efficiency table, plots, markdown and HTML from logs/ (and W&B when online) into reports/
 	$(PY) -m lra_bench.report --out reports/lra $(ARGS)
 
+dashboard: install ## W&B Report comparing models (wandb-workspaces): ARGS="--entity E --project P [--group G]"; --dry-run writes its spec offline
+	$(PY) -m lra_bench.dashboard $(ARGS)
+
 data-quick-pathfinder: install ## 2,000 easy pathfinder32 images for quick runs and the smoke sweep
 	@test -f $(DATA)/pathfinder32/curv_baseline/metadata/1.npy || $(PY) -m data_prep.pathfinder --out-dir $(DATA) \
 		--resolution 32 --difficulty curv_baseline --num-images 2000 --images-per-batch 1000 --seed 0 --quiet
@@ -103,6 +108,12 @@ data-listops: install ## full LRA ListOps, 96K/2K/2K (data/listops-1000), about 
 bench: install ## efficiency benchmark: every model x 1K..16K, speed/memory/FLOPs, ratios vs both Transformers (bench_results/)
 	$(PY) -m lra_bench.bench $(ARGS)
 
+bench-attention: install ## each attention mechanism vs its reference package (local-attention, linformer, performer-pytorch, sinkhorn-transformer, HF Longformer/Reformer/BigBird) at 1K/2K/4K (bench_results/attention)
+	$(PY) -m lra_bench.benchmarks.attention --out bench_results/attention $(ARGS)
+
+bench-ssm: install ## S5 vs s5-pytorch, Mamba vs mambapy, S5/LRU vs our S4D at 1K/2K/4K (bench_results/ssm)
+	$(PY) -m lra_bench.benchmarks.ssm --out bench_results/ssm $(ARGS)
+
 bench-data: install ## benchmark the ListOps generator (full split, 3 repeats, 2 workers): time and peak memory
 	$(PY) -m data_prep.bench_listops --repeats 3 --workers 2
 
@@ -115,6 +126,9 @@ bench-s4: install ## S4 and S4D step speed and memory at 1K/4K/16K against the p
 
 bench-mega: install ## Mega vs the Hugging Face port: tokens/s and peak memory at 1K/4K/16K (bench_results/mega)
 	$(PY) -m lra_bench.benchmarks.mega --out bench_results/mega
+
+check-model: install ## backbone protocol checks of MODEL (pads, batch rows, gradients, bf16, cost, budget, training); TASK=..., ARGS="quick=true --long"
+	$(PY) -m lra_bench.check_model model=$(MODEL) $(if $(TASK),task=$(TASK)) $(ARGS)
 
 clean: ## remove run outputs and Python caches (keeps data and .venv)
 	rm -rf logs outputs multirun lightning_logs wandb .pytest_cache

@@ -1,16 +1,23 @@
-"""Hydra plumbing shared by the entry points: the config folder, resolvers, name checks, error exit."""
+"""Hydra plumbing shared by the entry points: the config folder and search path, resolvers, name checks, error exit.
+
+Configs are found on Hydra's whole search path: ``conf/`` here, then every entry of ``LRA_BENCH_CONFIG_PATH`` (the
+plugin in ``hydra_plugins/lra_bench_searchpath``) and ``hydra.searchpath=[...]``, so a model in a user's own package
+is a valid ``model=<name>``."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.errors import ConfigError, LRAError
+
+log = logging.getLogger("lra_bench.config")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -64,19 +71,181 @@ for _name, _fn in _RESOLVERS.items():
         OmegaConf.register_new_resolver(_name, _fn)
 
 
-def available(group: str) -> list[str]:
-    """Config names in a group folder (``lra`` experiments as ``lra/<name>``)."""
-    folder = CONFIG_DIR / group
-    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+def runtime_searchpath(cfg: DictConfig | None = None) -> list[str]:
+    """The ``hydra.searchpath`` entries of this run: from ``cfg.hydra`` (composed with the Hydra node) or the
+    running app; empty for the compose API without it."""
+    node = OmegaConf.select(cfg, "hydra.searchpath") if cfg is not None else None
+    if node is None:
+        hc = hydra_runtime()
+        node = hc.searchpath if hc is not None else None
+    return [str(p) for p in node or []]
+
+
+def config_search_path(searchpath: Sequence[str] = ()):
+    """Hydra's search path as the entry points see it: lra_bench's ``conf/``, then ``LRA_BENCH_CONFIG_PATH`` (the
+    search-path plugin in ``hydra_plugins/lra_bench_searchpath``), then ``searchpath`` (``hydra.searchpath``), in the
+    order Hydra itself builds it (hydra/_internal/config_loader_impl.py, ``_process_config_searchpath``)."""
+    from hydra._internal.utils import create_config_search_path
+
+    csp = create_config_search_path(CONFIG_PATH)  # runs the search-path plugins
+    schema = csp.get_path().pop(-1)  # structured:// stays last, as Hydra keeps it
+    for path in searchpath:
+        csp.append(provider="hydra.searchpath", path=path)
+    csp.append(schema.provider, schema.path)
+    return csp
+
+
+def config_repository(searchpath: Sequence[str] = ()):
+    """Every config folder on the search path, as one Hydra repository (lists groups, loads single files)."""
+    from hydra._internal.config_repository import ConfigRepository
+
+    return ConfigRepository(config_search_path(searchpath))
+
+
+def _options(repo: Any, group: str) -> list[str]:
+    """Config names under ``group``, sub-groups included as ``<sub>/<name>`` (experiment ``lra/mega-text``)."""
+    from hydra.core.object_type import ObjectType
+
+    names = list(repo.get_group_options(group, ObjectType.CONFIG))
+    for sub in repo.get_group_options(group, ObjectType.GROUP):
+        names += [f"{sub}/{name}" for name in _options(repo, f"{group}/{sub}")]
+    return names
+
+
+def available(group: str, searchpath: Sequence[str] | None = None) -> list[str]:
+    """Config names of a group on the whole search path (``lra`` experiments as ``lra/<name>``): lra_bench's
+    ``conf/<group>/``, the folders and packages of ``LRA_BENCH_CONFIG_PATH``, and ``searchpath`` (default: this
+    run's ``hydra.searchpath``)."""
+    repo = config_repository(runtime_searchpath() if searchpath is None else searchpath)
+    return sorted(set(_options(repo, group)))
+
+
+def search_path_note(searchpath: Sequence[str] = ()) -> str:
+    """Where names were looked up, for error messages: the extra entries, and those Hydra cannot read."""
+    sources = config_repository(searchpath).get_sources()[2:-1]  # past hydra's and ours, before the schema
+    if not sources:
+        return "conf/{group}/; add folders with LRA_BENCH_CONFIG_PATH or hydra.searchpath=[...]"
+    parts = [s.full_path() + ("" if s.available() else " (not available: no such folder, or a package that does not import "
+                                                      "or has no __init__.py)") for s in sources]
+    return "conf/{group}/ and " + ", ".join(parts)
 
 
 def check_names(cfg: DictConfig) -> None:
-    """Fail early, with the valid choices, when a task or model name is not one we know."""
+    """Fail early, with the valid choices, when a task or model name is not one we know (on the whole search path).
+
+    Also fits a preset of another model to this one (``drop_foreign_preset_keys``), so ``experiment=lra/mega-text
+    model=<yours>`` builds yours with the preset's task, optimizer and trainer, not with Mega's backbone settings."""
+    searchpath = runtime_searchpath(cfg)
     for group in ("task", "model"):
         name = OmegaConf.select(cfg, f"{group}.name")
-        valid = available(group)
+        valid = available(group, searchpath)
         if name not in valid:
-            raise ConfigError(f"unknown {group} {name!r}; valid {group}s: {', '.join(valid)} (conf/{group}/)")
+            where = search_path_note(searchpath).format(group=group)
+            raise ConfigError(f"unknown {group} {name!r}; valid {group}s: {', '.join(valid)} ({where})")
+    drop_foreign_preset_keys(cfg)
+
+
+def _declared(node: Any, own: Any, prefix: str, keep: set[str]) -> list[str]:
+    """Dotted keys of ``node`` (the composed config) that ``own`` (the model's file) does not declare."""
+    extra = []
+    for key in list(node.keys()):
+        path = f"{prefix}.{key}"
+        if path in keep:
+            continue
+        if key not in own:
+            extra.append(path)
+        elif OmegaConf.is_dict(own[key]) and OmegaConf.is_dict(node._get_node(key)):
+            extra += _declared(node[key], own[key], path, keep)
+    return extra
+
+
+def model_defaults(name: str, searchpath: Sequence[str] = ()) -> DictConfig | None:
+    """``model=<name>`` composed on its own (its ``defaults`` list included, no preset), unresolved; None when the
+    composition fails. Uses Hydra's config loader directly, so it works inside a running Hydra app."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.types import RunMode
+
+    try:
+        cfg = ConfigLoaderImpl(config_search_path(searchpath)).load_configuration("train", [f"model={name}"], RunMode.RUN)
+    except Exception:  # the caller's own composition already succeeded; a failure here only skips the pruning
+        return None
+    return cfg.model
+
+
+def _apply_overrides(cfg: DictConfig, overrides: Sequence[str], prefix: str) -> None:
+    """Re-apply the command line's overrides of keys under ``prefix`` (a node that was just replaced)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        if not text.lstrip("~+").startswith(prefix + "."):
+            continue
+        override = parser.parse_override(text)
+        key = override.key_or_group
+        if override.is_delete():
+            parent, leaf = key.rsplit(".", 1)
+            node = OmegaConf.select(cfg, parent)
+            if node is not None:
+                node.pop(leaf, None)
+        else:
+            OmegaConf.update(cfg, key, override.value(), force_add=True)
+
+
+def drop_foreign_preset_keys(cfg: DictConfig, experiment: str | None = None, overrides: Sequence[str] | None = None) -> list[str]:
+    """Fit another model's preset to this model (``experiment=lra/mega-text model=<yours>``); return the dotted keys
+    it changed (also logged).
+
+    The preset's task, optimizer, schedule and trainer settings apply as they are. Under ``model``, what it set is
+    filtered against ``model=<name>`` composed alone:
+
+    - a backbone of another class (Mega's settings for your backbone): ``model.net.backbone`` is your config's own,
+      with the command line's ``model.net.backbone.*`` overrides applied again;
+    - a backbone of the same class (``model=bigbird`` on the Transformer's preset): the preset's backbone settings
+      apply;
+    - elsewhere (``model.d_model``, ``model.dropout``, the classifier's settings under ``model.net``): the preset's
+      values apply to the keys your config declares; the others (the Transformer's ``mask_zero_inputs``) are
+      dropped. Keys added on the command line with ``+`` or ``++`` are kept.
+
+    ``experiment`` and ``overrides`` default to this run's (the Hydra app, or ``cfg.hydra`` when composed with it);
+    nothing changes without an ``lra/<model>-<task>`` experiment of another model.
+    """
+    if experiment is None:
+        hc = OmegaConf.select(cfg, "hydra") if OmegaConf.select(cfg, "hydra.runtime") is not None else hydra_runtime()
+        experiment = OmegaConf.select(hc, "runtime.choices.experiment") if hc is not None else None
+        if overrides is None:
+            overrides = [str(o) for o in (OmegaConf.select(hc, "overrides.task") or [])] if hc is not None else []
+    overrides = list(overrides or [])
+    model = OmegaConf.select(cfg, "model.name")
+    if not experiment or not str(experiment).startswith("lra/") or "-" not in str(experiment) or model is None:
+        return []
+    preset_model = str(experiment).removeprefix("lra/").rsplit("-", 1)[0]
+    if preset_model == model:
+        return []
+    searchpath = runtime_searchpath(cfg)
+    own, theirs = model_defaults(str(model), searchpath), model_defaults(preset_model, searchpath)
+    if own is None:
+        return []
+    changed: list[str] = []
+    own_backbone = OmegaConf.select(own, "net.backbone")
+    target = OmegaConf.select(own_backbone, "_target_") if own_backbone is not None else None
+    if target is not None and target != OmegaConf.select(theirs, "net.backbone._target_"):
+        now = OmegaConf.to_container(cfg.model.net.backbone, resolve=False)
+        mine = OmegaConf.to_container(own_backbone, resolve=False)
+        changed += [f"model.net.backbone.{k}" for k in now if k not in mine or mine[k] != now[k]]
+        with open_dict(cfg):
+            cfg.model.net.backbone = OmegaConf.create(mine)
+        _apply_overrides(cfg, overrides, "model.net.backbone")
+    keep = {o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+")}
+    dropped = _declared(cfg.model, own, "model", keep)
+    with open_dict(cfg):
+        for path in dropped:
+            parent, key = path.rsplit(".", 1)
+            OmegaConf.select(cfg, parent).pop(key)
+    if changed or dropped:
+        log.info("experiment=%s is %s's preset; for model %s: %s", experiment, preset_model, model, "; ".join(
+            ([f"its own backbone config instead of the preset's {', '.join(k.rsplit('.', 1)[1] for k in changed)}"] if changed else [])
+            + ([f"dropped {', '.join(dropped)} (not in {model}'s config)"] if dropped else [])))
+    return changed + dropped
 
 
 def resolve_vocab_size(cfg: DictConfig, datamodule: Any | None = None) -> None:

@@ -286,7 +286,11 @@ def check_experiment_names(argv: list[str]) -> None:
 
     from lra_bench.config import available
 
-    presets = available("experiment")
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    searchpath = [str(p) for a in argv if a.startswith("hydra.searchpath=")
+                  for p in OverridesParser.create().parse_override(a).value()]
+    presets = available("experiment", searchpath or None)
     for arg in argv:
         key, _, value = arg.lstrip("+").partition("=")
         if key != "experiment" or not value or "(" in value:

@@ -14,6 +14,9 @@ from data_prep.listops import ListOpsSpec, generate
 from lra_bench.config import CONFIG_DIR
 
 os.environ.setdefault("WANDB_SILENT", "true")
+# a user's own configs (README: "Your own model") must not change what the built-in tests see; tests that need
+# them set it themselves
+os.environ.pop("LRA_BENCH_CONFIG_PATH", None)
 
 TINY_LISTOPS_SPEC = ListOpsSpec(max_depth=4, max_args=4, min_length=10, max_length=60)
 TINY_LISTOPS_COUNTS = {"train": 96, "val": 40, "test": 40}

@@ -1,7 +1,9 @@
 """The LRA classifier: embed -> backbone -> pool -> MLP head, and the two-tower form for Retrieval.
 
 Every backbone has the same signature, ``forward(x: (B, L, D), lengths: (B,)) -> (B, L, D)``, so
-Mega, S4 and the Transformer drop in unchanged. Pooling uses true lengths (pads never count).
+Mega, S4, the Transformer and a user's own model drop in unchanged (the contract and its optional hooks:
+``lra_bench/models/protocol.py``). Pooling uses true lengths (pads never count). A backbone's
+``supported_inputs`` and ``max_length`` hooks are checked here: a mismatch is refused with one line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 
 from lra_bench.models.embedding import RealNumberEmbedding, TokenEmbedding
 from lra_bench.models.masks import masked_mean
+from lra_bench.models.protocol import max_length, protocol_problem, supported_inputs
 
 POOLINGS = ("mean", "cls", "first", "sum")
 PAIR_FEATURES = ("concat", "nli")
@@ -98,6 +101,12 @@ class SequenceClassifier(nn.Module):
         mask_zero_inputs: bool = False,
     ):
         super().__init__()
+        problem = protocol_problem(backbone)
+        if problem is not None:
+            raise TypeError(f"{problem} (the backbone protocol: lra_bench/models/protocol.py)")
+        if input in ("tokens", "real") and input not in supported_inputs(backbone):
+            raise ValueError(f"{type(backbone).__name__} takes {' or '.join(supported_inputs(backbone))} input "
+                             f"(its supported_inputs), not this task's {input!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if pair_features not in PAIR_FEATURES:
@@ -135,6 +144,10 @@ class SequenceClassifier(nn.Module):
             lengths = lengths + 1
             if token_mask is not None:
                 token_mask = torch.cat([token_mask[:, :1], token_mask], dim=1)  # LRA: CLS inherits the first mask
+        limit = max_length(self.backbone)
+        if limit is not None and x.size(1) > limit:
+            raise ValueError(f"sequence length {x.size(1)}{' (with the CLS token)' if self.cls is not None else ''} exceeds "
+                             f"{type(self.backbone).__name__}'s max_length ({limit}): lower task.max_length or raise the model's")
         x = self.backbone(x, lengths) if token_mask is None else self.backbone(x, lengths, token_mask=token_mask)
         if self.pooling in ("cls", "first"):
             return x[:, 0]

@@ -1,0 +1,1 @@
+# Hydra reads pkg://lra_example.conf through importlib.resources: the folder must be a package (this file).
