@@ -43,11 +43,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install torch (TORCH_SPEC), then lra_bench editable with dev extras
 
-test: install ## fast CPU test suite (what CI runs first)
-	$(PY) -m pytest -q
+# test processes (pytest-xdist; a file's tests stay in one process, so its fixtures are built once)
+TEST_WORKERS ?= 2
+test: install ## fast CPU test suite (what CI runs first); TEST_WORKERS=2 processes
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: install ## slow checks only (CI runs them too)
-	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile || [ $$? -eq 5 ]
 
 test-cuda: install ## CUDA-only paths (optional kernels, e.g. mamba_ssm's selective scan) on a GPU machine
 	$(PY) -m pytest -q -m cuda

@@ -275,9 +275,10 @@ def test_bad_input_gives_one_clear_message(case: Case, tmp_path: Path, caplog: p
 
 
 @pytest.mark.parametrize("args, message", [
-    (["task=text"], "error: no network to fetch stanfordnlp/imdb"),
+    pytest.param(["task=text"], "error: no network to fetch stanfordnlp/imdb", marks=pytest.mark.slow),
     (["task=pathfinder"], "error: no pathfinder32/ with  within 3 levels"),
-    (["experiment=lra/mega-nosuch"], "error: unknown experiment 'lra/mega-nosuch'. Did you mean lra/mega-"),
+    pytest.param(["experiment=lra/mega-nosuch"], "error: unknown experiment 'lra/mega-nosuch'. Did you mean lra/mega-",
+                 marks=pytest.mark.slow),
 ])
 def test_the_command_line_shows_one_line_and_no_traceback(args: list[str], message: str, tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()

@@ -22,11 +22,21 @@ def compose(*overrides: str):
     return compose_config(["paths.output_dir=/tmp/lra_bench_cfg_test", *overrides])
 
 
+def build_for_shapes(net_cfg):
+    """Instantiate on the meta device (shapes only, nothing allocated: fast, and Synthesizer's 16K logits fit);
+    a model whose constructor computes on real values (S4's HiPPO diagonalisation) is built for real."""
+    try:
+        with torch.device("meta"):
+            return instantiate(net_cfg)
+    except Exception:
+        return instantiate(net_cfg)
+
+
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("task", TASKS)
 def test_every_model_task_pair_builds(task: str, model: str) -> None:
     cfg = compose(f"task={task}", f"model={model}")
-    net = instantiate(cfg.model.net)
+    net = build_for_shapes(cfg.model.net)
     dm = instantiate(cfg.task.datamodule)
     assert sum(p.numel() for p in net.parameters()) > 0
     assert dm.batch_size == cfg.task.batch_size
@@ -46,7 +56,7 @@ def test_every_experiment_preset_composes_and_builds(experiment: str) -> None:
         with torch.device("meta"):
             instantiate(cfg.model.net)
     else:
-        instantiate(cfg.model.net)
+        build_for_shapes(cfg.model.net)
     instantiate(cfg.task.datamodule)
     instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
 

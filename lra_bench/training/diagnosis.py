@@ -107,9 +107,12 @@ class ChanceDiagnosis(pl.Callback):
         at_chance = self.best <= self.threshold
         self.verdict = "at_chance" if at_chance else "learning"
         if trainer.is_global_zero:  # every check, so dashboards show each run's latest verdict
+            # at the step this validation's own metrics carry (Lightning's logging step, one behind global_step at an
+            # epoch end), so a resume drops and rewrites exactly the rows an uninterrupted run has
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
             for logger in trainer.loggers:
                 logger.log_metrics({"diagnosis/at_chance": float(at_chance), "diagnosis/margin": self.best - self.threshold},
-                                   step=trainer.global_step)
+                                   step=step)
         if not at_chance or self.flagged_at_step is not None:
             return
         self.flagged_at_step = trainer.global_step
