@@ -1,7 +1,8 @@
 """Callbacks that keep a run recoverable: preemption, non-finite losses, and exact resume state.
 
-- ``Preemption``: SIGTERM or SIGINT lets the current batch finish (and its metrics be logged), saves
-  ``checkpoints/preempted.ckpt`` before the next batch and stops at once, without the epoch-end validation and
+- ``Preemption``: SIGTERM, SIGINT or SIGUSR2 (SLURM's warning before its time limit) lets the current batch finish
+  (and its metrics be logged), saves ``checkpoints/preempted.ckpt`` before the next batch and stops at once,
+  without the epoch-end validation and
   checkpoints an ordinary stop would add; ``lra_bench.train`` then exits with 128 + the signal number.
   Rerunning the same command resumes (see ``lra_bench.training.run_state``).
 - ``NonFiniteGuard``: checked before every optimizer step, so bad gradients never reach the weights.
@@ -43,7 +44,7 @@ class Preempted(Exception):
 
 
 class Preemption(pl.Callback):
-    def __init__(self, dirpath: str, signals: tuple[str, ...] = ("SIGTERM", "SIGINT")):
+    def __init__(self, dirpath: str, signals: tuple[str, ...] = ("SIGTERM", "SIGINT", "SIGUSR2")):
         self.dirpath = Path(dirpath)
         self.signals = [getattr(signal, s) for s in signals]
         self.received: int | None = None
