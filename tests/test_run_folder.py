@@ -150,3 +150,20 @@ def test_two_identical_commands_started_together_one_runs_the_other_refuses(list
     steps = [line.split(",") for line in (folder / "csv" / "metrics.csv").read_text().splitlines()[1:]]
     assert not list((folder / "checkpoints").glob("*-v1.ckpt"))
     assert (folder / "result.json").is_file() and len(steps) == len({tuple(s) for s in steps})  # no row twice
+
+
+@pytest.mark.slow
+def test_a_read_only_log_folder_stops_with_one_line(listops_root: Path, tmp_path: Path) -> None:
+    """Hydra makes the run folder before any job code: the check runs first and says what to do, no traceback."""
+    from tests.conftest import TINY_RUN
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cmd = " ".join([sys.executable, "-m", "lra_bench.train", *TINY_RUN, f"paths.data_dir={listops_root}", f"paths.log_dir={logs}"])
+    script = f"mount -t tmpfs -o size=4m tmpfs {logs} && mount -o remount,ro {logs} && {cmd}"
+    proc = subprocess.run(["unshare", "--mount", "sh", "-c", script], cwd=Path(train_mod.__file__).parents[1],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: cannot write the log folder {logs}: Read-only file system; set "
+                                                    "paths.log_dir=<a writable folder> (or free space / fix its permissions)")
+    assert "Traceback" not in proc.stderr

@@ -103,3 +103,23 @@ def test_a_local_multirun_with_ddp_is_refused_with_the_supported_way(listops_roo
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith("error: trainer.strategy=ddp") and "hydra/launcher=lra_slurm" in message
     assert "Traceback" not in proc.stderr and not list(tmp_path.glob("multiruns/ddp/*/checkpoints"))
+
+
+@pytest.mark.slow
+def test_a_sweep_job_whose_folder_another_process_writes_refuses_and_the_sweep_goes_on(listops_root: Path, tmp_path: Path) -> None:
+    """One run folder, one writer, in sweeps too: the locked job fails with one line naming the holder (nothing is
+    written into its folder), the other job finishes, and the summary lists both."""
+    from tests.test_run_folder import hold_lock
+
+    busy = tmp_path / "multiruns" / "locked" / "seed=2"
+    holder = hold_lock(busy)
+    try:
+        proc = multirun(["seed=1,2", "logger=none"], listops_root, tmp_path, tmp_path / "wb", "locked")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"is being written by pid {holder.pid}" in proc.stderr + proc.stdout
+    jobs = {j["job"]: j for j in collect(tmp_path / "multiruns" / "locked")}
+    assert jobs["seed=1"]["status"] == "finished" and jobs["seed=2"]["status"] != "finished"
+    assert not (busy / "error.json").exists() and not (busy / "result.json").exists()

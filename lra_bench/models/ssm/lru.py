@@ -17,7 +17,7 @@ y_k = Re(C x_fwd_k + C_bwd x_bwd_k) + D u_k. Conjugate pairs are not used: the L
 constrained to come in pairs (phases in [0, max_phase]), so the real part is taken without a factor 2.
 
 Block (Fig. 1 and Appendix D: Norm -> LRU -> GELU -> GLU -> skip): x + drop(GLU(drop(GELU(LRU(norm(x)))))),
-GLU(z) = W1 z * sigmoid(W2 z) with two H x H Linear layers and dropout placed as S5's ``full_glu``
+GLU(z) = W1 z * sigmoid(W2 z) with W1, W2 two H x H maps (one Linear(H, 2H) here) and dropout placed as S5's ``full_glu``
 (lindermanlab/S5 ``s5/layers.py``, whose architecture the paper adopts), pre-norm BatchNorm, dropout tied over
 the sequence; no final norm. Optimizer: nu_log, theta_log, gamma_log at ``recurrent_lr_scale`` x lr without weight decay
 (Appendix D), the rest at lr with weight decay.
@@ -103,14 +103,14 @@ class LRULayer(nn.Module):
         self.prenorm = prenorm
         self.seq = lru
         self.norm = ChannelNorm(norm, d_model, bn_momentum)
-        self.out1 = nn.Linear(d_model, d_model)
-        self.out2 = nn.Linear(d_model, d_model)
+        self.glu = nn.Linear(d_model, 2 * d_model)  # [W1; W2] in one GEMM (each half initialised as a Linear(H, H))
         self.drop = TiedDropout(dropout)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         z = self.norm(x) if self.prenorm else x
         z = self.drop(F.gelu(self.seq(z * keep)))  # pads zeroed after the norm: neither direction sees them
-        z = self.drop(self.out1(z) * torch.sigmoid(self.out2(z)))
+        a, b = self.glu(z).chunk(2, dim=-1)
+        z = self.drop(a * torch.sigmoid(b))  # GLU(z) = W1 z * sigmoid(W2 z)
         x = x + z
         return x if self.prenorm else self.norm(x)
 
