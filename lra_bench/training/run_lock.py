@@ -63,6 +63,21 @@ class RunLock:
         except (OSError, ValueError):
             return {}
 
+    def held_elsewhere(self) -> dict | None:
+        """The holder's record when another process holds this folder's lock now, else None (nothing is taken)."""
+        if not self.path.is_file():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self.holder() or {"pid": "?"}
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

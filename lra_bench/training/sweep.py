@@ -15,6 +15,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lra_bench.training.run_lock import RunLock
+
 log = logging.getLogger("lra_bench.training.sweep")
 
 
@@ -40,6 +42,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             result = json.loads((folder / "result.json").read_text())
             row |= {"status": "finished", "val/acc_best": result.get("val/acc_best"), "test/acc": result.get("test/acc"),
                     "skipped": (folder / "skipped.txt").is_file()}
+        elif (holder := RunLock(folder).held_elsewhere()) is not None:  # the same job, started by another command
+            row |= {"status": "running", "error": f"being written by pid {holder.get('pid')}"}
         elif (folder / "error.json").is_file():
             row |= {"status": "failed", "error": json.loads((folder / "error.json").read_text()).get("error", "?")}
         else:
@@ -49,7 +53,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 class SweepSummary(Callback):
-    """Prints the sweep's table at the end and exits non-zero when any cell failed."""
+    """Prints the sweep's table at the end and exits non-zero when any cell failed (a cell another command is
+    running, the same sweep started twice, is listed as running, not failed)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -68,7 +73,7 @@ class SweepSummary(Callback):
             else:
                 table.add_row(r["job"], r["status"], "-", r.get("error", "")[:100])
         Console().print(table)
-        failed = [r["job"] for r in rows if r["status"] != "finished"]
+        failed = [r["job"] for r in rows if r["status"] not in ("finished", "running")]
         if failed:
             log.error("%d of %d cells did not finish (%s); rerun the same command to retry only those",
                       len(failed), len(rows), ", ".join(failed))
