@@ -124,10 +124,10 @@ bench-pathfinder: install ## Pathfinder generator speed on a sample (32px and 12
 	$(PY) -m data_prep.bench_pathfinder --resolution 128 --num-images 80 --workers 2 --repeats 2
 
 bench-s4: install ## S4 and S4D step speed and memory at 1K/4K/16K against the public S4 block (bench_results/s4)
-	$(PY) -m lra_bench.benchmarks.s4 --out bench_results/s4
+	$(PY) -m lra_bench.benchmarks.s4 --out bench_results/s4 $(ARGS)
 
 bench-mega: install ## Mega vs the Hugging Face port: tokens/s and peak memory at 1K/4K/16K (bench_results/mega)
-	$(PY) -m lra_bench.benchmarks.mega --out bench_results/mega
+	$(PY) -m lra_bench.benchmarks.mega --out bench_results/mega $(ARGS)
 
 check-model: install ## backbone protocol checks of MODEL (pads, batch rows, gradients, bf16, cost, budget, training); TASK=..., ARGS="quick=true --long"
 	$(PY) -m lra_bench.check_model model=$(MODEL) $(if $(TASK),task=$(TASK)) $(ARGS)
