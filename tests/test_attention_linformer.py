@@ -8,12 +8,12 @@ from functools import partial
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from lra_bench.benchmarks.references.linformer import build
 from lra_bench.models.attention.linformer import LinformerAttention
-from lra_bench.models.attention.transformer import TransformerEncoder
-from tests.conftest import compose_config
+from tests.attention_checks import (assert_encoder_trains_at_an_odd_length, assert_nothing_quadratic_is_kept, compose,
+                                    without_attention)
 
 
 def make(share_kv: bool = True, k: int = 8, max_length: int = 40) -> LinformerAttention:
@@ -84,15 +84,7 @@ def test_a_masked_hole_does_not_reach_other_positions() -> None:
 
 
 def test_backbone_runs_forward_and_backward_at_an_odd_length() -> None:
-    torch.manual_seed(0)
-    enc = TransformerEncoder(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_length=64,
-                             attention=partial(LinformerAttention, k=8))
-    x, lengths = torch.randn(2, 37, 16), torch.tensor([37, 21])
-    out = enc(x, lengths)
-    assert out.shape == (2, 37, 16) and (out[1, 21:] == 0).all()
-    out.square().sum().backward()
-    for name, p in enc.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    enc = assert_encoder_trains_at_an_odd_length(partial(LinformerAttention, k=8))
     assert enc.layers[0].attn.E.grad[:, :37].abs().sum() > 0 and (enc.layers[0].attn.E.grad[:, 37:] == 0).all()
 
 
@@ -103,33 +95,15 @@ def test_input_longer_than_the_projection_names_the_option() -> None:
 
 def test_no_length_squared_tensor_is_kept_at_16k() -> None:
     """Text sizes (D 256, 4 heads), L = 16,384, batch 1: every tensor saved for backward is O(L), not (L, L)."""
-    torch.manual_seed(0)
-    L = 16_384
-    attn = LinformerAttention(256, 4, max_length=L, d_qkv=256, dropout=0.1).train()
-    largest = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: largest.append(t.numel()) or t, lambda t: t):
-        attn(torch.randn(1, L, 256), None).sum().backward()
-    assert max(largest) <= 4 * L * 256  # (L, D)-sized activations at most; (L, L) would be 268M elements
+    assert_nothing_quadratic_is_kept(LinformerAttention(256, 4, max_length=16_384, d_qkv=256, dropout=0.1))
 
 
 # --- presets: LRA's linformer_base.py of each task -------------------------------------------------------------
-
-def compose(experiment: str):
-    return compose_config([f"experiment=lra/{experiment}", "paths.output_dir=/tmp/lra_bench_presets"])
-
 
 def build_net(cfg) -> torch.nn.Module:
     with open_dict(cfg):
         cfg.task.vocab_size = cfg.task.vocab_size or 256  # Retrieval's vocabulary comes from the data
     return instantiate(cfg.model.net)
-
-
-def without_attention(cfg) -> dict:
-    """The training setup (task, model, optimiser, schedule, trainer) less the mechanism and its mask option."""
-    d = OmegaConf.to_container(cfg, resolve=True)
-    del d["model"]["name"], d["model"]["net"]["backbone"]["attention"]
-    d["model"]["net"].pop("mask_zero_inputs", None)
-    return {key: d[key] for key in ("task", "model", "optimizer", "scheduler", "trainer")}
 
 
 @pytest.mark.parametrize("task", ["listops", "text", "retrieval", "pathx"])

@@ -9,7 +9,7 @@ import torch
 
 from lra_bench.benchmarks.references.local import PackageLocalAttention, build, match_weights
 from lra_bench.models.attention.local import LocalAttention
-from lra_bench.models.attention.transformer import TransformerEncoder
+from tests.attention_checks import assert_encoder_trains_at_an_odd_length
 from tests.conftest import compose_config
 
 D, H = 16, 2
@@ -131,15 +131,8 @@ def test_strided_grouping_needs_max_length_and_rejects_longer_inputs() -> None:
 @pytest.mark.parametrize("grouping", ["contiguous", "strided"])
 def test_backbone_trains_at_an_odd_length(grouping: str) -> None:
     """TransformerEncoder with the mechanism: forward and backward at a length that is not a block multiple."""
-    torch.manual_seed(0)
-    attention = partial(LocalAttention, block_size=5, grouping=grouping)
-    model = TransformerEncoder(d_model=D, n_layers=2, n_heads=H, d_ff=32, max_length=40, attention=attention)
-    x = torch.randn(2, 23, D)
-    out = model(x, torch.tensor([23, 17]))
-    assert out.shape == (2, 23, D) and (out[1, 17:] == 0).all()
-    out.square().sum().backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert_encoder_trains_at_an_odd_length(partial(LocalAttention, block_size=5, grouping=grouping),
+                                           d_model=D, n_heads=H, length=23, short=17, max_length=40)
 
 
 # task: layers, emb, heads, qkv, mlp, dropout, attention dropout, pooling, positions, max length, head hidden,

@@ -9,7 +9,7 @@ import torch
 
 from lra_bench.benchmarks.references.longformer import build, matched
 from lra_bench.models.attention.longformer import LongformerAttention
-from lra_bench.models.attention.transformer import TransformerEncoder
+from tests.attention_checks import assert_encoder_trains_at_an_odd_length
 from tests.conftest import compose_config
 
 D, H = 16, 2
@@ -123,15 +123,8 @@ def test_global_projections_exist_only_with_global_tokens() -> None:
 
 @pytest.mark.parametrize("n_global", [0, 1])
 def test_backbone_trains_at_an_odd_length(n_global: int) -> None:
-    torch.manual_seed(0)
-    attention = partial(LongformerAttention, window_size=8, n_global=n_global)
-    model = TransformerEncoder(d_model=D, n_layers=2, n_heads=H, d_ff=32, max_length=40, attention=attention)
-    x = torch.randn(2, 23, D)
-    out = model(x, torch.tensor([23, 17]))
-    assert out.shape == (2, 23, D) and (out[1, 17:] == 0).all()
-    out.square().sum().backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert_encoder_trains_at_an_odd_length(partial(LongformerAttention, window_size=8, n_global=n_global),
+                                           d_model=D, n_heads=H, length=23, short=17, max_length=40)
 
 
 # task: layers, emb, heads, qkv, mlp, dropout, attention dropout, pooling, positions, max length, head hidden,

@@ -9,12 +9,11 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from lra_bench.benchmarks.references.performer import build, matched
 from lra_bench.models.attention.performer import PerformerAttention, draw_projection, favor_exponent
-from lra_bench.models.attention.transformer import TransformerEncoder
-from tests.conftest import compose_config
+from tests.attention_checks import (assert_encoder_trains_at_an_odd_length, assert_nothing_quadratic_is_kept,
+                                    compose, without_attention)
 
 SOFTMAX = dict(kernel="softmax", features="ortho", redraw=False, feature_eps=1e-6, stabilizer=1e-6)  # LRA ListOps
 
@@ -162,41 +161,15 @@ def test_redraw_draws_a_new_projection_at_each_training_call_only() -> None:
 
 @pytest.mark.parametrize("options", [{}, {**SOFTMAX, "n_features": 2, "redraw": True}], ids=["relu", "softmax"])
 def test_backbone_runs_forward_and_backward_at_an_odd_length(options: dict) -> None:
-    torch.manual_seed(0)
-    enc = TransformerEncoder(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_length=64,
-                             attention=partial(PerformerAttention, **options))
-    x, lengths = torch.randn(2, 37, 16), torch.tensor([37, 21])
-    out = enc(x, lengths)
-    assert out.shape == (2, 37, 16) and (out[1, 21:] == 0).all()
-    out.square().sum().backward()
-    for name, p in enc.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert_encoder_trains_at_an_odd_length(partial(PerformerAttention, **options))
 
 
 def test_no_length_squared_tensor_is_kept_at_16k() -> None:
     """Text sizes (D 256, 4 heads), L = 16,384, batch 1: every tensor saved for backward is O(L), not (L, L)."""
-    torch.manual_seed(0)
-    L = 16_384
-    attn = PerformerAttention(256, 4, d_qkv=256).train()
-    largest = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: largest.append(t.numel()) or t, lambda t: t):
-        attn(torch.randn(1, L, 256), torch.arange(L)[None] < L - 5).sum().backward()
-    assert max(largest) <= 4 * L * 256  # (L, D)-sized activations at most; (L, L) would be 268M elements
+    assert_nothing_quadratic_is_kept(PerformerAttention(256, 4, d_qkv=256))
 
 
 # --- presets: LRA's performer_base.py of each task -------------------------------------------------------------
-
-def compose(experiment: str):
-    return compose_config([f"experiment=lra/{experiment}", "paths.output_dir=/tmp/lra_bench_presets"])
-
-
-def without_attention(cfg) -> dict:
-    """The training setup (task, model, optimiser, schedule, trainer) less the mechanism and its mask option."""
-    d = OmegaConf.to_container(cfg, resolve=True)
-    del d["model"]["name"], d["model"]["net"]["backbone"]["attention"]
-    d["model"]["net"].pop("mask_zero_inputs", None)
-    return {key: d[key] for key in ("task", "model", "optimizer", "scheduler", "trainer")}
-
 
 @pytest.mark.parametrize("task", ["listops", "text", "retrieval", "pathx"])
 def test_presets_change_only_the_mechanism_where_lra_changes_only_the_attention(task: str) -> None:

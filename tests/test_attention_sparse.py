@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lra_bench.models.attention.sparse import SparseAttention, pattern_mask
-from lra_bench.models.attention.transformer import TransformerEncoder
+from tests.attention_checks import assert_encoder_trains_at_an_odd_length
 from tests.conftest import compose_config
 
 D, H = 16, 2
@@ -139,15 +139,8 @@ def test_a_masked_query_gets_the_average_of_all_values_as_lra() -> None:
 
 @pytest.mark.parametrize("cls_token", [False, True])
 def test_backbone_trains_at_an_odd_length(cls_token: bool) -> None:
-    torch.manual_seed(0)
     attention = partial(SparseAttention, block_size=4, c=1, cls_token=cls_token, chunk_size=8)
-    model = TransformerEncoder(d_model=D, n_layers=2, n_heads=H, d_ff=32, max_length=40, attention=attention)
-    x = torch.randn(2, 23, D)
-    out = model(x, torch.tensor([23, 17]))
-    assert out.shape == (2, 23, D) and (out[1, 17:] == 0).all()
-    out.square().sum().backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert_encoder_trains_at_an_odd_length(attention, d_model=D, n_heads=H, length=23, short=17, max_length=40)
 
 
 # task: layers, emb, heads, qkv, mlp, dropout, attention dropout, pooling, positions, max length, head hidden,
