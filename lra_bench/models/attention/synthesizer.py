@@ -112,8 +112,8 @@ class SynthesizerAttention(nn.Module):
         """S: (1 or B, H, L, L), the sum of the modes' logits for x: (B, L, D)."""
         B, L, _ = x.shape
         terms = []
-        if "random" in self.modes:
-            terms.append(self.R[None, :, :L, :L])
+        if "random" in self.modes:  # unsliced at L = max_length: slicing's backward would copy (H, L, L) once more
+            terms.append((self.R if L == self.max_length else self.R[:, :L, :L])[None])
         if "factorized_random" in self.modes:
             terms.append(torch.matmul(self.R1[:, :L], self.R2[:, :, :L])[None])
         if "dense" in self.modes:
@@ -131,7 +131,7 @@ class SynthesizerAttention(nn.Module):
         H = self.n_heads
         v = self.value(x).view(B, L, H, -1).transpose(1, 2)  # (B, H, L, E)
         S = self.synthetic_logits(x)
-        if mask is not None:
+        if mask is not None and not bool(mask.all()):  # all real: S stays (1, H, L, L), broadcast over the batch
             has_key = mask.any(-1, keepdim=True)
             S = S.masked_fill(~(mask | ~has_key)[:, None, None, :], float("-inf"))
         p = self.dropout if self.training else 0.0
