@@ -1,6 +1,6 @@
 """A model from outside the repository: the example package (examples/lra_example, installed by `make install`) is
 found through LRA_BENCH_CONFIG_PATH, passes check_model, trains as a sweep from another model's preset on the
-command line, and appears in the report built from those runs."""
+command line, appears in the report built from those runs, and is benchmarked."""
 
 from __future__ import annotations
 
@@ -80,3 +80,17 @@ def test_the_example_is_not_needed_by_the_built_in_configs() -> None:
     """The repository's own configs never name the example: it stays a user's package (nothing to change here)."""
     for path in (PROJECT_ROOT / "conf").rglob("*.yaml"):
         assert "lra_example" not in path.read_text(), path
+
+
+def test_the_example_is_benchmarked_from_the_env_variable_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """python -m lra_bench.bench models=[gated_conv,...] with only LRA_BENCH_CONFIG_PATH set: it has no preset for the
+    bench task, so it is built from task=<task> model=gated_conv, timed, and the output says how it was built."""
+    from lra_bench.benchmarks import bench
+    from tests.test_bench import bench_config
+
+    monkeypatch.setenv(ENV, EXAMPLE)
+    result = bench.run(bench_config(tmp_path, "models=[gated_conv]", "lengths=[64]", "flops=false", "inference=false"))
+    (row,) = result["rows"]
+    assert "skipped" not in row and row["tokens_per_s"] > 0 and row["params_mb"] > 0, row
+    assert any(n.startswith("gated_conv: no preset lra/gated_conv-") for n in result["meta"]["notes"])
+    assert "| gated_conv |" in (tmp_path / "results.md").read_text()
