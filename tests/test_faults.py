@@ -40,7 +40,7 @@ def test_a_finished_run_is_skipped_and_rerun_starts_over(listops_root: Path, tmp
 def test_sigterm_saves_and_a_rerun_resumes_to_the_uninterrupted_result(listops_root: Path, tmp_path: Path, stop_at: int) -> None:
     reference = train_mod.train(config(listops_root, tmp_path / "reference"))
     out = tmp_path / "preempted"
-    cfg = config(listops_root, out, f"+callbacks.kill._target_=tests.helpers.SignalAtStep", f"+callbacks.kill.step={stop_at}")
+    cfg = config(listops_root, out, "+callbacks.kill._target_=tests.helpers.SignalAtStep", f"+callbacks.kill.step={stop_at}")
     first = train_mod.train(cfg)
     assert first == {"preempted": 15}
     assert (out / "checkpoints" / "preempted.ckpt").is_file() and not (out / "result.json").exists()

@@ -6,7 +6,6 @@ in Hydra's traceback. This check runs first (``on_run_start`` / ``on_multirun_st
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path

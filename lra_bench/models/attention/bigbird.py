@@ -56,6 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench.models.attention.heads import key_mask, qkv_width
+
 
 def _candidates(a: np.ndarray, i: int, n_blocks: int, last: int) -> np.ndarray:
     """The blocks LRA's ``get_block_rand_mask`` may draw for query block i (``a`` = blocks 1 .. N_b - 2)."""
@@ -137,9 +139,7 @@ class BigBirdAttention(nn.Module):
         seed: int | None = None,
     ):
         super().__init__()
-        d_qkv = d_qkv or d_model
-        if d_qkv % n_heads:
-            raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
+        d_qkv = qkv_width(d_model, n_heads, d_qkv)
         self.n_heads = n_heads
         self.dropout = dropout  # unused: LRA's block-sparse path has no attention dropout
         self.max_length = max_length
@@ -225,9 +225,8 @@ class BigBirdAttention(nn.Module):
     @staticmethod
     def _global(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Global queries over every key: q (B, H, g b, E), k, v (B, H, n b, E) -> (B, H, g b, E)."""
-        has_key = valid.any(-1, keepdim=True)  # a fully masked row attends to all (its queries are zeroed)
-        key_mask = (valid | ~has_key)[:, None, None, :]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        # a fully masked row attends to all (its queries are zeroed)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask(valid)[:, None, None, :])
 
     def _sparse(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor,
                 table: torch.Tensor, n: int) -> torch.Tensor:

@@ -26,10 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def key_mask(mask: torch.Tensor) -> torch.Tensor:
-    """(B, L) bool -> (B, L) bool keys to use: ``mask``, except that a row with no valid key uses all of them."""
-    return mask | ~mask.any(-1, keepdim=True)
+from lra_bench.models.attention.heads import key_mask, qkv_width, split_heads, xavier_qkv_
 
 
 def linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,21 +52,18 @@ class LinearAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, d_qkv: int | None = None, eps: float = 1e-6):
         super().__init__()
-        d_qkv = d_qkv or d_model
-        if d_qkv % n_heads:
-            raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
+        d_qkv = qkv_width(d_model, n_heads, d_qkv)
         self.n_heads = n_heads
         self.eps = eps
         self.qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
         self.out = nn.Linear(d_qkv, d_model, bias=False)
-        for w in self.qkv.weight.view(3, d_qkv, d_model).unbind(0):
-            nn.init.xavier_uniform_(w)
+        xavier_qkv_(self.qkv)
         nn.init.xavier_uniform_(self.out.weight)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L, D); mask: (B, L) bool, True where a position may be attended, or None (all) -> (B, L, D)."""
         B, L, _ = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, E)
+        q, k, v = split_heads(self.qkv(x), self.n_heads)  # (B, H, L, E)
         phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)
         if mask is not None:
             # phi > 0 everywhere, so a masked key must be zeroed after the feature map, not before

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn.functional import scaled_dot_product_attention
 
+from lra_bench.models.attention.heads import qkv_width
+
 
 class LinformerAttention(nn.Module):
     """Multi-head Linformer attention; ``k`` projected length, ``max_length`` the longest L (E's columns)."""
@@ -46,9 +48,7 @@ class LinformerAttention(nn.Module):
         share_kv: bool = True,
     ):
         super().__init__()
-        d_qkv = d_qkv or d_model
-        if d_qkv % n_heads:
-            raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
+        d_qkv = qkv_width(d_model, n_heads, d_qkv)
         self.n_heads = n_heads
         self.dropout = dropout
         self.max_length = max_length

@@ -27,9 +27,6 @@ Differences from LRA's code:
   (masked pixels with ``mask_zero_inputs``); a masked query in a right-padded tail is a pad, whose output is free.
 - ``contiguous`` pads only to a multiple of T (LRA's extra all-pad block would change nothing there).
 
-The helpers ``xavier_qkv_``, ``split_heads``, ``has_holes`` and ``attend`` are shared with ``sparse.py`` and
-``longformer.py``.
-
 Shapes: B batch, L length, D model dim, H heads, E = d_qkv / H per-head dim, T group size, S number of groups.
 """
 
@@ -39,34 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench.models.attention.heads import attend, has_holes, qkv_width, split_heads, xavier_qkv_
+
 GROUPINGS = ("contiguous", "strided")
-
-
-def xavier_qkv_(qkv: nn.Linear) -> None:
-    """Xavier-uniform on each of the q, k, v (d_qkv, D) blocks of a fused projection (LRA's kernel_init)."""
-    for w in qkv.weight.view(3, -1, qkv.in_features).unbind(0):
-        nn.init.xavier_uniform_(w)
-
-
-def split_heads(qkv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, L, 3 * H * E) projections -> q, k, v each (B, H, L, E)."""
-    B, L, _ = qkv.shape
-    return qkv.view(B, L, 3, n_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-
-
-def has_holes(mask: torch.Tensor | None) -> bool:
-    """Whether a masked position precedes an attendable one in some row (``mask`` is more than right padding).
-    Only then is a masked query a real position whose output matters (a masked pixel, ``mask_zero_inputs``)."""
-    return mask is not None and bool((~mask[:, :-1] & mask[:, 1:]).any())
-
-
-def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None, dropout: float, training: bool
-) -> torch.Tensor:
-    """softmax(q k^T / sqrt(E), over the allowed keys) v: q (B', H, Q, E), k and v (B', H, K, E), allowed
-    (B', 1, Q, K) bool or None (all) -> (B', H, Q, E). Four dimensions keep SDPA on its fused CPU kernel. Every
-    row must allow a key (the callers let each query see itself): an empty row is NaN on some backends."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout if training else 0.0)
 
 
 class LocalAttention(nn.Module):
@@ -91,9 +63,7 @@ class LocalAttention(nn.Module):
             raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
         if grouping == "strided" and max_length is None:
             raise ValueError("grouping='strided' (LRA's reshape) needs max_length (stride max_length // block_size + 1)")
-        d_qkv = d_qkv or d_model
-        if d_qkv % n_heads:
-            raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
+        d_qkv = qkv_width(d_model, n_heads, d_qkv)
         self.n_heads = n_heads
         self.block_size = block_size
         self.grouping = grouping

@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.models.attention.local import attend, has_holes, split_heads, xavier_qkv_
+from lra_bench.models.attention.heads import (attend, average_masked_queries, has_holes, qkv_width, split_heads,
+                                              xavier_qkv_)
 
 
 def with_neighbours(t: torch.Tensor) -> torch.Tensor:
@@ -57,9 +58,7 @@ class LongformerAttention(nn.Module):
         n_global: int = 0,
     ):
         super().__init__()
-        d_qkv = d_qkv or d_model
-        if d_qkv % n_heads:
-            raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
+        d_qkv = qkv_width(d_model, n_heads, d_qkv)
         if window_size < 1 or n_global < 0:
             raise ValueError(f"window_size must be >= 1 and n_global >= 0, got {window_size} and {n_global}")
         self.n_heads = n_heads
@@ -111,8 +110,7 @@ class LongformerAttention(nn.Module):
         y = y.view(B, N, H, W, -1).transpose(1, 2).reshape(B, H, N * W, -1)[:, :, :L]
         holes = has_holes(mask)
         if holes:
-            # a masked query: LRA's -1e10 on its whole row = the uniform average of all values
-            y = torch.where(mask[:, None, :, None], y, v.mean(dim=2, keepdim=True))
+            y = average_masked_queries(y, v, mask)  # LRA: a masked query averages all values
         if n_g:
             qg, kg, vg = split_heads(self.qkv_global(x), H)
             allowed_g = valid[:, None, None, :] | F.pad(torch.eye(n_g, dtype=torch.bool, device=x.device), (0, L - n_g))

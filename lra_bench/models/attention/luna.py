@@ -57,15 +57,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench.models.attention.heads import key_mask
 from lra_bench.models.attention.transformer import MlpBlock, PositionalEncoding
 from lra_bench.models.masks import length_mask
 
 
-def key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+def sdpa_key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, N) bool keys -> (B, 1, 1, N) for SDPA; a row without any valid key attends to all (no NaN)."""
-    if mask is None:
-        return None
-    return (mask | ~mask.any(-1, keepdim=True))[:, None, None, :]
+    return None if mask is None else key_mask(mask)[:, None, None, :]
 
 
 class LunaAttention(nn.Module):
@@ -93,7 +92,7 @@ class LunaAttention(nn.Module):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """softmax(q k^T / sqrt(E)) v per head, keys where ``mask`` (B, N) is False left out -> (B, Nq, D)."""
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(self.heads(q), self.heads(k), self.heads(v), attn_mask=key_mask(mask), dropout_p=p)
+        y = F.scaled_dot_product_attention(self.heads(q), self.heads(k), self.heads(v), attn_mask=sdpa_key_mask(mask), dropout_p=p)
         return y.transpose(1, 2).flatten(2)
 
     def pack(self, P: torch.Tensor, x: torch.Tensor, x_mask: torch.Tensor | None) -> torch.Tensor:

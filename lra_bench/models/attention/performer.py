@@ -46,7 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.models.attention.linear import key_mask, linear_attention
+from lra_bench.models.attention.heads import key_mask, qkv_width, split_heads, xavier_qkv_
+
+from lra_bench.models.attention.linear import linear_attention
 
 KERNELS = ("relu", "softmax")
 FEATURES = ("deterministic", "ortho", "iid")
@@ -131,9 +133,7 @@ class PerformerAttention(nn.Module):
         stabilizer: float = 0.0,
     ):
         super().__init__()
-        d_qkv = d_qkv or d_model
-        if d_qkv % n_heads:
-            raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
+        d_qkv = qkv_width(d_model, n_heads, d_qkv)
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         if features not in FEATURES:
@@ -151,8 +151,7 @@ class PerformerAttention(nn.Module):
         self.register_buffer("projection", W)  # persistent: a fixed W is part of the model
         self.qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
         self.out = nn.Linear(d_qkv, d_model, bias=False)
-        for w in self.qkv.weight.view(3, d_qkv, d_model).unbind(0):
-            nn.init.xavier_uniform_(w)
+        xavier_qkv_(self.qkv)
         nn.init.xavier_uniform_(self.out.weight)
 
     @torch.no_grad()
@@ -180,7 +179,7 @@ class PerformerAttention(nn.Module):
         B, L, _ = x.shape
         if self.redraw and self.training:
             self.redraw_projection()
-        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, E)
+        q, k, v = split_heads(self.qkv(x), self.n_heads)  # (B, H, L, E)
         phi_q, phi_k = self.feature_map(q, k, None if mask is None else key_mask(mask))
         num, den = linear_attention(phi_q, phi_k, v)
         if self.stabilizer > 0:

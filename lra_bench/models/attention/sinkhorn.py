@@ -53,6 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench.models.attention.heads import qkv_width, xavier_qkv_
+
 SORT_ACTIVATIONS = ("softmax", "sinkhorn")
 # log-space "minus infinity" for entries outside the routing: exp gives exactly 0, and unlike -inf two of them
 # subtract to a number, so a row or column with no valid entry stays finite (its result is masked anyway)
@@ -128,9 +130,7 @@ class SinkhornAttention(nn.Module):
                  temperature: float = 1.0, local: bool = True, lra_indexing: bool = False,
                  max_length: int | None = None):
         super().__init__()
-        d_qkv = d_qkv or d_model
-        if d_qkv % n_heads:
-            raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
+        d_qkv = qkv_width(d_model, n_heads, d_qkv)
         if sort_activation not in SORT_ACTIVATIONS:
             raise ValueError(f"sort_activation must be one of {SORT_ACTIVATIONS}, got {sort_activation!r}")
         if block_size < 1 or max_num_blocks < 1 or sinkhorn_iters < 0 or temperature <= 0:
@@ -151,8 +151,7 @@ class SinkhornAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
         self.sort_net = nn.Linear(d_qkv // n_heads, max_num_blocks, bias=False)  # W: one block score per target
         self.out = nn.Linear(d_qkv, d_model, bias=False)
-        for w in self.qkv.weight.view(3, d_qkv, d_model).unbind(0):
-            nn.init.xavier_uniform_(w)
+        xavier_qkv_(self.qkv)
         nn.init.xavier_uniform_(self.sort_net.weight)
         nn.init.xavier_uniform_(self.out.weight)
 

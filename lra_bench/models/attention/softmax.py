@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench.models.attention.heads import average_masked_queries, key_mask, qkv_width, split_heads, xavier_qkv_
+
 IMPLS = ("sdpa", "vanilla")
 
 
@@ -33,34 +35,27 @@ class SoftmaxAttention(nn.Module):
         if impl not in IMPLS:
             raise ValueError(f"attention must be one of {IMPLS} or a mechanism config, got {impl!r}")
         self.impl = impl
-        d_qkv = d_qkv or d_model
-        if d_qkv % n_heads:
-            raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
+        d_qkv = qkv_width(d_model, n_heads, d_qkv)
         self.n_heads = n_heads
         self.qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
         self.out = nn.Linear(d_qkv, d_model, bias=False)
         self.dropout = dropout
-        for w in self.qkv.weight.view(3, d_qkv, d_model).unbind(0):
-            nn.init.xavier_uniform_(w)
+        xavier_qkv_(self.qkv)
         nn.init.xavier_uniform_(self.out.weight)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, L, D); mask: (B, L) bool, True where a position may be attended, or None (all) -> (B, L, D)."""
         B, L, _ = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, E)
+        q, k, v = split_heads(self.qkv(x), self.n_heads)  # (B, H, L, E)
         p = self.dropout if self.training else 0.0
-        key_mask = None
-        if mask is not None:
-            has_key = mask.any(-1, keepdim=True)  # a row without any valid key attends to all (then overridden)
-            key_mask = (mask | ~has_key)[:, None, None, :]  # (B, 1, 1, L)
+        allowed = None if mask is None else key_mask(mask)[:, None, None, :]  # (B, 1, 1, L)
         if self.impl == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
         else:
             scores = torch.matmul(q, k.transpose(-1, -2)) * q.size(-1) ** -0.5
-            if key_mask is not None:
-                scores = scores.masked_fill(~key_mask, float("-inf"))
+            if allowed is not None:
+                scores = scores.masked_fill(~allowed, float("-inf"))
             y = torch.matmul(F.dropout(torch.softmax(scores, dim=-1), p, self.training), v)
         if mask is not None and not bool(mask.all()):
-            # masked queries: flax's -1e10 on every key is a uniform average of all values
-            y = torch.where(mask[:, None, :, None], y, v.mean(dim=2, keepdim=True))
+            y = average_masked_queries(y, v, mask)  # LRA: a masked query averages all values
         return self.out(y.transpose(1, 2).reshape(B, L, -1))

@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lra_bench.models.attention.local import attend, has_holes, split_heads, xavier_qkv_
+from lra_bench.models.attention.heads import (attend, average_masked_queries, has_holes, qkv_width, split_heads,
+                                              xavier_qkv_)
 
 
 def summary_offsets(block_size: int, c: int) -> list[int]:
@@ -110,9 +111,7 @@ class SparseAttention(nn.Module):
         chunk_size: int = 4096,
     ):
         super().__init__()
-        d_qkv = d_qkv or d_model
-        if d_qkv % n_heads:
-            raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
+        d_qkv = qkv_width(d_model, n_heads, d_qkv)
         if block_size < 1 or c < 0:
             raise ValueError(f"block_size must be >= 1 and c >= 0, got {block_size} and {c}")
         self.n_heads = n_heads
@@ -206,6 +205,5 @@ class SparseAttention(nn.Module):
         else:
             y = self.pattern_attention(q, k, v, valid, None)
         if has_holes(mask):
-            # a masked query: LRA's -1e10 on its whole row = the uniform average of all values
-            y = torch.where(mask[:, None, :, None], y, v.mean(dim=2, keepdim=True))
+            y = average_masked_queries(y, v, mask)  # LRA: a masked query averages all values
         return self.out(y.transpose(1, 2).reshape(B, L, -1))

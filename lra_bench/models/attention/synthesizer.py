@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench.models.attention.heads import average_masked_queries, key_mask, qkv_width
+
 MODES = ("random", "factorized_random", "dense")
 
 
@@ -79,9 +81,7 @@ class SynthesizerAttention(nn.Module):
         k: int = 32,
     ):
         super().__init__()
-        d_qkv = d_qkv or d_model
-        if d_qkv % n_heads:
-            raise ValueError(f"d_qkv={d_qkv} is not divisible by n_heads={n_heads}")
+        d_qkv = qkv_width(d_model, n_heads, d_qkv)
         parts = set(mode.split("+"))
         if not parts <= set(MODES) or {"random", "factorized_random"} <= parts:
             raise ValueError(f"synthesizer mode must be one of {MODES} or a '+'-sum of dense and one random mode, "
@@ -132,8 +132,7 @@ class SynthesizerAttention(nn.Module):
         v = self.value(x).view(B, L, H, -1).transpose(1, 2)  # (B, H, L, E)
         S = self.synthetic_logits(x)
         if mask is not None and not bool(mask.all()):  # all real: S stays (1, H, L, L), broadcast over the batch
-            has_key = mask.any(-1, keepdim=True)
-            S = S.masked_fill(~(mask | ~has_key)[:, None, None, :], float("-inf"))
+            S = S.masked_fill(~key_mask(mask)[:, None, None, :], float("-inf"))
         p = self.dropout if self.training else 0.0
         if self.ignore_dot_product:
             weights = F.dropout(torch.softmax(S, dim=-1), p, self.training)
@@ -143,6 +142,5 @@ class SynthesizerAttention(nn.Module):
             k = self.key(x).view(B, L, H, -1).transpose(1, 2)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=S, dropout_p=p)
         if mask is not None and not bool(mask.all()):
-            # masked queries: flax's -1e10 on every key is a uniform average of all values
-            y = torch.where(mask[:, None, :, None], y, v.mean(dim=2, keepdim=True))
+            y = average_masked_queries(y, v, mask)  # LRA: a masked query averages all values
         return self.out(y.transpose(1, 2).reshape(B, L, -1))
