@@ -30,7 +30,7 @@ from lra_bench.training.faults import NonFiniteGuard, Preempted
 from lra_bench.training.loggers import finish_wandb
 from lra_bench.training.module import LRAModule
 from lra_bench.training.options import check_options
-from lra_bench.errors import ConfigError, RunFolderBusy, RunStorageError
+from lra_bench.errors import ConfigError, RunStorageError
 from lra_bench.training.checkpoint_io import atomic_write
 from lra_bench.training.run_lock import RunLock
 from lra_bench.training.run_state import (checkpoint_step, clear_error, finished_result, record_error, remove_stale_temp_files,
@@ -184,9 +184,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     try:
         lock = RunLock(out_dir).acquire()
-    except (PermissionError, OSError) as e:
-        if isinstance(e, RunFolderBusy):
-            raise
+    except OSError as e:  # RunFolderBusy (another writer) is not an OSError: it passes through as it is
         raise RunStorageError(f"cannot write the run folder {out_dir}: {e.strerror or e}; set paths.log_dir=<a writable "
                               "folder> (or fix the folder's permissions)") from e
     try:
@@ -240,7 +238,8 @@ def resume_point(cfg: DictConfig, out_dir: Path) -> str | None:
         if not ckpt.is_file():
             raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such file; give an existing checkpoint, or leave ckpt_path "
                               f"unset to resume from the newest in {out_dir / 'checkpoints'}")
-        if checkpoint_step(ckpt) < 0:
+        step = checkpoint_step(ckpt)
+        if step < 0:
             raise ConfigError(f"ckpt_path={cfg.ckpt_path}: not a readable checkpoint (truncated or another format)")
     else:
         skipped: list[str] = []
@@ -251,7 +250,7 @@ def resume_point(cfg: DictConfig, out_dir: Path) -> str | None:
             if skipped:
                 log.warning("no readable checkpoint in %s: starting from step 0", out_dir / "checkpoints")
             return None
-    step = checkpoint_step(ckpt)
+        step = checkpoint_step(ckpt)
     log.info("resuming from %s (step %d)", ckpt, step)
     dropped = truncate_metrics(out_dir / "csv" / "metrics.csv", step)
     if dropped:
