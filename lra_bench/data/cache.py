@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +43,23 @@ def cache_key(options: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _blocks(path: Path) -> Iterator[bytes]:
+    """A file's bytes in 8 MiB blocks (checksums of files too large to read at once)."""
+    with open(path, "rb") as f:
+        yield from iter(lambda: f.read(8 * 2**20), b"")
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 * 2**20), b""):
-            digest.update(block)
+    for block in _blocks(path):
+        digest.update(block)
     return digest.hexdigest()
 
 
 def file_crc32(path: Path) -> int:
     crc = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 * 2**20), b""):
-            crc = zlib.crc32(block, crc)
+    for block in _blocks(path):
+        crc = zlib.crc32(block, crc)
     return crc
 
 
