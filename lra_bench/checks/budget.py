@@ -24,7 +24,8 @@ import functools
 import torch
 
 from lra_bench.checks import PASS, SKIP, WARN, CheckResult
-from lra_bench.checks.build import Target, build, compose, has_preset, length_overrides
+from lra_bench.benchmarks.model_configs import length_overrides
+from lra_bench.checks.build import Target, build, compose, has_preset
 
 BAND = 4.0
 REFERENCES = ("transformer", "mega")

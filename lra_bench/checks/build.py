@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from lra_bench.benchmarks.model_configs import compose_train, length_overrides
+
 CHECK_LENGTH = 128  # the longest sequence of the correctness checks (before a CLS token): a few blocks of a blocked model
-PLACEHOLDER_VOCAB = 257  # tasks whose vocabulary comes from the data get byte-sized inputs
 TASK_OF_INPUT = {("tokens", False): "listops", ("real", False): "image", ("tokens", True): "retrieval"}
 
 
@@ -34,28 +35,9 @@ class Target:
     searchpath: tuple[str, ...] = field(default_factory=tuple)
 
 
-def searchpath_override(searchpath: Sequence[str]) -> list[str]:
-    if not searchpath:
-        return []
-    return ["hydra.searchpath=[" + ",".join("'" + p.replace("'", "\\'") + "'" for p in searchpath) + "]"]
-
-
 def compose(overrides: Sequence[str], searchpath: Sequence[str] = ()) -> DictConfig:
-    """The training config for ``overrides`` (``task.vocab_size`` filled with a placeholder where null)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lra_bench.config import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[*searchpath_override(searchpath), "paths.output_dir=/tmp/lra_bench_check",
-                                                "logger=none", *overrides])
-    with open_dict(cfg):
-        if cfg.task.vocab_size is None:
-            cfg.task.vocab_size = PLACEHOLDER_VOCAB
-    return cfg
+    """The training config for ``overrides``, without loggers (``task.vocab_size`` a placeholder where null)."""
+    return compose_train(["logger=none", *overrides], searchpath)
 
 
 def has_preset(model: str, task: str, searchpath: Sequence[str] = ()) -> bool:
@@ -72,18 +54,6 @@ def model_overrides(target: Target, task: str) -> list[str]:
     else:
         base = [f"task={task}", f"model={target.model}"]
     return [*base, *target.overrides]
-
-
-def length_overrides(cfg: DictConfig, length: int) -> list[str]:
-    """Size a composed config to ``length`` tokens: the task, and a backbone's position tables and length-sized
-    mechanisms (``max_length``, ``max_positions``; one more for a CLS token)."""
-    out = [f"task.max_length={length}"]
-    backbone = OmegaConf.select(cfg, "model.net.backbone", default=None)
-    cls = int(OmegaConf.select(cfg, "model.net.pooling", default=None) == "cls")
-    for key in ("max_length", "max_positions"):
-        if backbone is not None and key in backbone:
-            out.append(f"model.net.backbone.{key}={length + cls}")
-    return out
 
 
 def quick_overrides(cfg: DictConfig) -> list[str]:
