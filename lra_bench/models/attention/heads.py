@@ -25,6 +25,16 @@ def xavier_qkv_(qkv: nn.Linear) -> None:
         nn.init.xavier_uniform_(w)
 
 
+def projections(d_model: int, d_qkv: int) -> tuple[nn.Linear, nn.Linear]:
+    """The bias-free fused q/k/v projection (D -> 3 d_qkv) and output projection (d_qkv -> D), Xavier-uniform as
+    LRA's ``kernel_init`` (q, k and v each their own block)."""
+    qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
+    out = nn.Linear(d_qkv, d_model, bias=False)
+    xavier_qkv_(qkv)
+    nn.init.xavier_uniform_(out.weight)
+    return qkv, out
+
+
 def split_heads(qkv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, L, 3 * H * E) projections -> q, k, v each (B, H, L, E)."""
     B, L, _ = qkv.shape

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.models.attention.heads import key_mask, qkv_width, split_heads, xavier_qkv_
+from lra_bench.models.attention.heads import key_mask, projections, qkv_width, split_heads
 
 
 def linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,10 +55,7 @@ class LinearAttention(nn.Module):
         d_qkv = qkv_width(d_model, n_heads, d_qkv)
         self.n_heads = n_heads
         self.eps = eps
-        self.qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
-        self.out = nn.Linear(d_qkv, d_model, bias=False)
-        xavier_qkv_(self.qkv)
-        nn.init.xavier_uniform_(self.out.weight)
+        self.qkv, self.out = projections(d_model, d_qkv)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L, D); mask: (B, L) bool, True where a position may be attended, or None (all) -> (B, L, D)."""

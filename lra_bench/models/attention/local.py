@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.models.attention.heads import attend, has_holes, qkv_width, split_heads, xavier_qkv_
+from lra_bench.models.attention.heads import attend, has_holes, projections, qkv_width, split_heads
 
 GROUPINGS = ("contiguous", "strided")
 
@@ -69,10 +69,7 @@ class LocalAttention(nn.Module):
         self.grouping = grouping
         self.max_length = max_length
         self.dropout = dropout
-        self.qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
-        self.out = nn.Linear(d_qkv, d_model, bias=False)
-        xavier_qkv_(self.qkv)
-        nn.init.xavier_uniform_(self.out.weight)
+        self.qkv, self.out = projections(d_model, d_qkv)
 
     def padded_length(self, L: int) -> int:
         """Lp = S * T, the length the groups tile (strided: fixed by max_length; contiguous: L rounded up)."""

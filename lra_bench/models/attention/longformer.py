@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.models.attention.heads import (attend, average_masked_queries, has_holes, qkv_width, split_heads,
-                                              xavier_qkv_)
+from lra_bench.models.attention.heads import (attend, average_masked_queries, has_holes, projections, qkv_width,
+                                              split_heads, xavier_qkv_)
 
 
 def with_neighbours(t: torch.Tensor) -> torch.Tensor:
@@ -67,10 +67,7 @@ class LongformerAttention(nn.Module):
         self.left = window_size - self.right  # counts the query itself
         self.n_global = n_global
         self.dropout = dropout
-        self.qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
-        self.out = nn.Linear(d_qkv, d_model, bias=False)
-        xavier_qkv_(self.qkv)
-        nn.init.xavier_uniform_(self.out.weight)
+        self.qkv, self.out = projections(d_model, d_qkv)
         self.qkv_global = nn.Linear(d_model, 3 * d_qkv, bias=False) if n_global else None
         if self.qkv_global is not None:
             xavier_qkv_(self.qkv_global)

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.models.attention.heads import key_mask, qkv_width, split_heads, xavier_qkv_
+from lra_bench.models.attention.heads import key_mask, projections, qkv_width, split_heads
 
 from lra_bench.models.attention.linear import linear_attention
 
@@ -149,10 +149,7 @@ class PerformerAttention(nn.Module):
         d_head = d_qkv // n_heads
         W = None if features == "deterministic" else draw_projection(features, n_features, d_head)
         self.register_buffer("projection", W)  # persistent: a fixed W is part of the model
-        self.qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
-        self.out = nn.Linear(d_qkv, d_model, bias=False)
-        xavier_qkv_(self.qkv)
-        nn.init.xavier_uniform_(self.out.weight)
+        self.qkv, self.out = projections(d_model, d_qkv)
 
     @torch.no_grad()
     def redraw_projection(self) -> None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.models.attention.heads import average_masked_queries, key_mask, qkv_width, split_heads, xavier_qkv_
+from lra_bench.models.attention.heads import average_masked_queries, key_mask, projections, qkv_width, split_heads
 
 IMPLS = ("sdpa", "vanilla")
 
@@ -37,11 +37,8 @@ class SoftmaxAttention(nn.Module):
         self.impl = impl
         d_qkv = qkv_width(d_model, n_heads, d_qkv)
         self.n_heads = n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
-        self.out = nn.Linear(d_qkv, d_model, bias=False)
         self.dropout = dropout
-        xavier_qkv_(self.qkv)
-        nn.init.xavier_uniform_(self.out.weight)
+        self.qkv, self.out = projections(d_model, d_qkv)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, L, D); mask: (B, L) bool, True where a position may be attended, or None (all) -> (B, L, D)."""

@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lra_bench.models.attention.heads import (attend, average_masked_queries, has_holes, qkv_width, split_heads,
-                                              xavier_qkv_)
+from lra_bench.models.attention.heads import (attend, average_masked_queries, has_holes, projections, qkv_width,
+                                              split_heads)
 
 
 def summary_offsets(block_size: int, c: int) -> list[int]:
@@ -122,10 +122,7 @@ class SparseAttention(nn.Module):
         self.chunk_size = chunk_size
         self.dropout = dropout
         self.register_buffer("offsets", torch.tensor(summary_offsets(block_size, c)), persistent=False)
-        self.qkv = nn.Linear(d_model, 3 * d_qkv, bias=False)
-        self.out = nn.Linear(d_qkv, d_model, bias=False)
-        xavier_qkv_(self.qkv)
-        nn.init.xavier_uniform_(self.out.weight)
+        self.qkv, self.out = projections(d_model, d_qkv)
 
     def pattern_attention(
         self,
