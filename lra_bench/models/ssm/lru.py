@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench.models.dropout import TiedDropout
 from lra_bench.models.masks import length_mask
-from lra_bench.models.ssm.s5 import ChannelNorm, TiedDropout
+from lra_bench.models.ssm.s5 import ChannelNorm
 from lra_bench.models.ssm.scan import CHUNK, scan_planes
 
 

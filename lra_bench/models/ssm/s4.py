@@ -6,7 +6,7 @@ Layer order (state-spaces/s4 ``S4Block`` in an LRA residual block):
     x = x * pad_mask                                  pads zeroed at every layer input (and after the norm)
     z = Norm(x) if prenorm else x
     z = FFTConv(z) = K * z + D z                      FFT padded to 2L: no wrap-around
-    z = Linear(H -> 2H)(DropoutNd(GELU(z)))  -> GLU   dropout tied over the sequence
+    z = Linear(H -> 2H)(DropoutNd(GELU(z)))  -> GLU   S4's DropoutNd: tied over the sequence
     x = x + Dropout(z);  x = Norm(x) if postnorm      (prenorm adds a final norm)
 
 Bidirectional (``bidirectional: true``, every LRA preset): two C's sharing A, B and Delta; the second
@@ -22,23 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench.models.dropout import TiedDropout
 from lra_bench.models.masks import length_mask
 from lra_bench.models.ssm.s4_kernels import SSMKernelDiag, SSMKernelDPLR
-
-
-class DropoutNd(nn.Module):
-    """Dropout with one mask per (batch, channel), tied over the sequence (S4's DropoutNd)."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, H, L)."""
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.rand(x.shape[:2] + (1,), device=x.device) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
 
 
 class FFTConv(nn.Module):
@@ -80,7 +66,7 @@ class S4Block(nn.Module):
     def __init__(self, d_model: int, dropout: float = 0.0, **conv: object):
         super().__init__()
         self.conv = FFTConv(d_model, **conv)
-        self.dropout = DropoutNd(dropout)
+        self.dropout = TiedDropout(dropout, seq_dim=-1)
         self.output_linear = nn.Linear(d_model, 2 * d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,7 +109,7 @@ class S4Encoder(nn.Module):
                     dt_min=dt_min, dt_max=dt_max, dt_transform=dt_transform, lr=lr, chunk=chunk)
         self.layers = nn.ModuleList(S4Block(d_model, dropout, **conv) for _ in range(n_layers))
         self.norms = nn.ModuleList(_Norm(norm, d_model) for _ in range(n_layers))
-        self.dropout = DropoutNd(dropout)
+        self.dropout = TiedDropout(dropout, seq_dim=-1)
         self.final_norm = _Norm(norm, d_model) if prenorm else None
         for name, p in self.named_parameters():
             if not hasattr(p, "_optim") and (name.endswith("bias") or ".norm." in f".{name}" or name.startswith("norms.")

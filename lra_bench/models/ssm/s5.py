@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench.models.dropout import TiedDropout
 from lra_bench.models.masks import length_mask
 from lra_bench.models.ssm.s4_kernels import hippo_legs
 from lra_bench.models.ssm.scan import CHUNK, scan_planes
@@ -191,21 +192,6 @@ class S5SSM(nn.Module):
 
 
 # --- the layer and the stack ------------------------------------------------------------------------
-
-class TiedDropout(nn.Module):
-    """Dropout with one mask per (batch row, channel), shared over the sequence: flax ``broadcast_dims=[0]``
-    on a per-sequence (L, H) call. x: (B, L, H)."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.rand(x.size(0), 1, x.size(-1), device=x.device) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
-
 
 class ChannelNorm(nn.Module):
     """BatchNorm over (batch, time) or LayerNorm over channels, for x: (B, L, H).
