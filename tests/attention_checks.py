@@ -1,5 +1,6 @@
-"""Checks every attention mechanism's tests share: the whole encoder trains at an odd length, nothing (L, L) is
-kept for backward, a preset differs from the Transformer's only where LRA's config does."""
+"""Checks every attention mechanism's tests share: padding and masked holes change nothing at attended positions,
+the whole encoder trains at an odd length, nothing (L, L) is kept for backward, a preset differs from the
+Transformer's only where LRA's config does."""
 
 from __future__ import annotations
 
@@ -10,6 +11,47 @@ from omegaconf import OmegaConf
 
 from lra_bench.models.attention.transformer import TransformerEncoder
 from tests.conftest import compose_config
+
+
+def assert_padding_is_ignored(attn: Callable, d_model: int, length: int, pads: tuple[int, ...], scale: float,
+                              rtol: float = 1e-12, mask_alone: bool = True) -> None:
+    """Outputs at the ``length`` real positions of a float64 row are those of the row alone (mask all True, or None
+    with ``mask_alone=False``), whatever the amount of right padding (``pads``) and its values (``scale`` x normal)."""
+    x = torch.randn(1, length, d_model, dtype=torch.float64)
+    alone = attn(x, torch.ones(1, length, dtype=torch.bool) if mask_alone else None)
+    for pad in pads:
+        padded = torch.cat([x, scale * torch.randn(1, pad, d_model, dtype=torch.float64)], dim=1)
+        mask = torch.arange(length + pad)[None] < length
+        torch.testing.assert_close(attn(padded, mask)[:, :length], alone, atol=1e-12, rtol=rtol)
+
+
+def assert_holes_do_not_reach_other_positions(attn: Callable, d_model: int, batch: int, length: int,
+                                              holes: list[int], scale: float, rtol: float = 1e-12
+                                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Values at masked positions (``holes``, ``scale`` x normal) leave every unmasked output unchanged; returns the
+    two inputs and the mask (x, y with the holes rewritten, mask)."""
+    x = torch.randn(batch, length, d_model, dtype=torch.float64)
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[:, holes] = False
+    y = x.clone()
+    y[:, holes] = scale * torch.randn(batch, len(holes), d_model, dtype=torch.float64)
+    torch.testing.assert_close(attn(y, mask)[mask], attn(x, mask)[mask], atol=1e-12, rtol=rtol)
+    return x, y, mask
+
+
+def assert_padding_and_a_hole_change_nothing(attn: Callable, d_model: int, hole: int, pad: int, length: int = 21) -> None:
+    """With a hole (a masked pixel) at ``hole``: ``pad`` extra pad positions with large values, and the hole's own
+    value, leave every attended output of a float64 row unchanged."""
+    x = torch.randn(1, length, d_model, dtype=torch.float64)
+    mask = torch.ones(1, length, dtype=torch.bool)
+    mask[0, hole] = False
+    alone = attn(x, mask)
+    padded_x = torch.cat([x, 1e3 * torch.randn(1, pad, d_model, dtype=torch.float64)], dim=1)
+    padded = attn(padded_x, torch.cat([mask, torch.zeros(1, pad, dtype=torch.bool)], dim=1))[:, :length]
+    torch.testing.assert_close(padded[mask], alone[mask], atol=1e-12, rtol=1e-12)
+    changed = x.clone()
+    changed[0, hole] += 100.0  # the hole's own value: hidden from every other position
+    torch.testing.assert_close(attn(changed, mask)[mask], alone[mask], atol=1e-12, rtol=1e-12)
 
 
 def assert_encoder_trains_at_an_odd_length(attention: Callable, d_model: int = 16, n_heads: int = 2, length: int = 37,

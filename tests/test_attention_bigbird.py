@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from lra_bench.benchmarks.references.bigbird import build
 from lra_bench.models.attention.bigbird import BigBirdAttention, lra_random_blocks
 from lra_bench.models.attention.transformer import TransformerEncoder
+from tests.attention_checks import assert_holes_do_not_reach_other_positions, assert_padding_is_ignored
 from tests.conftest import compose_config
 
 
@@ -145,25 +146,15 @@ def test_short_layouts_leave_unfillable_random_slots_empty() -> None:
 
 
 def test_real_positions_ignore_extra_padding_and_pad_values() -> None:
-    attn = small()
-    x = torch.randn(1, 21, 8, dtype=torch.float64)
-    alone = attn(x, torch.ones(1, 21, dtype=torch.bool))
-    for extra in (3, 11, 19):  # within the last block, and across several blocks
-        padded = torch.cat([x, 100 * torch.randn(1, extra, 8, dtype=torch.float64)], dim=1)
-        mask = torch.arange(21 + extra)[None] < 21
-        torch.testing.assert_close(attn(padded, mask)[:, :21], alone, atol=1e-12, rtol=1e-10)
+    # pads within the last block, and across several blocks
+    assert_padding_is_ignored(small(), 8, length=21, pads=(3, 11, 19), scale=100, rtol=1e-10)
 
 
 def test_masked_holes_do_not_reach_other_positions() -> None:
     attn = small()
-    x = torch.randn(2, 30, 8, dtype=torch.float64)
-    mask = torch.ones(2, 30, dtype=torch.bool)
-    mask[:, [1, 7, 8, 22]] = False
-    y = x.clone()
-    y[:, [1, 7, 8, 22]] = 50 * torch.randn(2, 4, 8, dtype=torch.float64)
-    out_x, out_y = attn(x, mask), attn(y, mask)
-    torch.testing.assert_close(out_x[mask], out_y[mask], atol=1e-12, rtol=1e-10)
-    assert (out_x[~mask] == 0).all(), "LRA zeroes the attention output at masked queries"
+    x, _, mask = assert_holes_do_not_reach_other_positions(attn, 8, batch=2, length=30, holes=[1, 7, 8, 22], scale=50,
+                                                           rtol=1e-10)
+    assert (attn(x, mask)[~mask] == 0).all(), "LRA zeroes the attention output at masked queries"
 
 
 def test_the_pattern_is_sparse() -> None:

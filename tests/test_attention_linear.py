@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from lra_bench.models.attention.linear import LinearAttention
-from tests.attention_checks import (assert_encoder_trains_at_an_odd_length, assert_nothing_quadratic_is_kept,
-                                    compose, without_attention)
+from tests.attention_checks import (assert_encoder_trains_at_an_odd_length, assert_holes_do_not_reach_other_positions,
+                                    assert_nothing_quadratic_is_kept, assert_padding_is_ignored, compose,
+                                    without_attention)
 
 
 def make(eps: float = 1e-6) -> LinearAttention:
@@ -51,23 +52,11 @@ def test_rows_are_convex_combinations_of_values() -> None:
 
 
 def test_real_positions_ignore_the_amount_and_values_of_padding() -> None:
-    attn = make()
-    x = torch.randn(1, 17, 12, dtype=torch.float64)
-    alone = attn(x, None)
-    for pad in (1, 30):
-        padded = torch.cat([x, 1e3 * torch.randn(1, pad, 12, dtype=torch.float64)], dim=1)
-        mask = torch.arange(17 + pad)[None] < 17
-        torch.testing.assert_close(attn(padded, mask)[:, :17], alone, atol=1e-12, rtol=1e-12)
+    assert_padding_is_ignored(make(), 12, length=17, pads=(1, 30), scale=1e3, mask_alone=False)
 
 
 def test_a_masked_hole_does_not_reach_other_positions() -> None:
-    attn = make()
-    x = torch.randn(1, 20, 12, dtype=torch.float64)
-    mask = torch.ones(1, 20, dtype=torch.bool)
-    mask[0, 6] = False
-    y = x.clone()
-    y[0, 6] = 1e3 * torch.randn(12, dtype=torch.float64)
-    torch.testing.assert_close(attn(y, mask)[0, mask[0]], attn(x, mask)[0, mask[0]], atol=1e-12, rtol=1e-12)
+    assert_holes_do_not_reach_other_positions(make(), 12, batch=1, length=20, holes=[6], scale=1e3)
 
 
 def test_a_row_without_valid_keys_attends_to_all() -> None:

@@ -12,7 +12,8 @@ from omegaconf import open_dict
 
 from lra_bench.benchmarks.references.linformer import build
 from lra_bench.models.attention.linformer import LinformerAttention
-from tests.attention_checks import (assert_encoder_trains_at_an_odd_length, assert_nothing_quadratic_is_kept, compose,
+from tests.attention_checks import (assert_encoder_trains_at_an_odd_length, assert_holes_do_not_reach_other_positions,
+                                    assert_nothing_quadratic_is_kept, assert_padding_is_ignored, compose,
                                     without_attention)
 
 
@@ -62,24 +63,12 @@ def test_projection_is_shared_by_keys_and_values_and_sized_k_by_max_length() -> 
 
 
 def test_real_positions_ignore_the_amount_and_values_of_padding() -> None:
-    attn = make()
-    x = torch.randn(1, 17, 12, dtype=torch.float64)
-    alone = attn(x, torch.ones(1, 17, dtype=torch.bool))
-    for pad in (3, 23):
-        padded = torch.cat([x, 1e3 * torch.randn(1, pad, 12, dtype=torch.float64)], dim=1)
-        mask = torch.arange(17 + pad)[None] < 17
-        torch.testing.assert_close(attn(padded, mask)[:, :17], alone, atol=1e-12, rtol=1e-12)
+    assert_padding_is_ignored(make(), 12, length=17, pads=(3, 23), scale=1e3)
 
 
 def test_a_masked_hole_does_not_reach_other_positions() -> None:
     attn = make()
-    x = torch.randn(1, 20, 12, dtype=torch.float64)
-    mask = torch.ones(1, 20, dtype=torch.bool)
-    mask[0, 6] = False
-    y = x.clone()
-    y[0, 6] = 1e3 * torch.randn(12, dtype=torch.float64)
-    others = mask[0]
-    torch.testing.assert_close(attn(y, mask)[0, others], attn(x, mask)[0, others], atol=1e-12, rtol=1e-12)
+    x, y, _ = assert_holes_do_not_reach_other_positions(attn, 12, batch=1, length=20, holes=[6], scale=1e3)
     assert not torch.allclose(attn(y, None)[0, 0], attn(x, None)[0, 0])  # unmasked, position 6 does matter
 
 

@@ -9,7 +9,7 @@ import torch
 
 from lra_bench.benchmarks.references.local import PackageLocalAttention, build, match_weights
 from lra_bench.models.attention.local import LocalAttention
-from tests.attention_checks import assert_encoder_trains_at_an_odd_length
+from tests.attention_checks import assert_encoder_trains_at_an_odd_length, assert_padding_and_a_hole_change_nothing
 from tests.conftest import compose_config
 
 D, H = 16, 2
@@ -96,18 +96,7 @@ def test_an_output_changes_only_with_the_positions_of_its_group(grouping: str) -
 
 @pytest.mark.parametrize("grouping", ["contiguous", "strided"])
 def test_padding_amount_values_and_a_hole_change_nothing_at_attended_positions(grouping: str) -> None:
-    m = make(grouping, block_size=4, max_length=40)
-    x = torch.randn(1, 21, D, dtype=torch.float64)
-    mask = torch.ones(1, 21, dtype=torch.bool)
-    mask[0, 6] = False  # a hole (a masked pixel)
-    alone = m(x, mask)
-    padded_x = torch.cat([x, 1e3 * torch.randn(1, 13, D, dtype=torch.float64)], dim=1)
-    padded_mask = torch.cat([mask, torch.zeros(1, 13, dtype=torch.bool)], dim=1)
-    padded = m(padded_x, padded_mask)[:, :21]
-    torch.testing.assert_close(padded[mask], alone[mask], atol=1e-12, rtol=1e-12)
-    changed = x.clone()
-    changed[0, 6] += 100.0  # the hole's own value: hidden from every other position
-    torch.testing.assert_close(m(changed, mask)[mask], alone[mask], atol=1e-12, rtol=1e-12)
+    assert_padding_and_a_hole_change_nothing(make(grouping, block_size=4, max_length=40), D, hole=6, pad=13)
 
 
 def test_a_masked_query_gets_the_average_of_its_group_as_lra() -> None:

@@ -9,7 +9,7 @@ import torch
 
 from lra_bench.benchmarks.references.longformer import build, matched
 from lra_bench.models.attention.longformer import LongformerAttention
-from tests.attention_checks import assert_encoder_trains_at_an_odd_length
+from tests.attention_checks import assert_encoder_trains_at_an_odd_length, assert_padding_and_a_hole_change_nothing
 from tests.conftest import compose_config
 
 D, H = 16, 2
@@ -94,17 +94,7 @@ def test_a_global_token_sees_and_is_seen_by_every_position() -> None:
 
 @pytest.mark.parametrize("n_global", [0, 2])
 def test_padding_amount_values_and_a_hole_change_nothing_at_attended_positions(n_global: int) -> None:
-    m = make(6, n_global)
-    x = torch.randn(1, 21, D, dtype=torch.float64)
-    mask = torch.ones(1, 21, dtype=torch.bool)
-    mask[0, 9] = False  # a hole (a masked pixel)
-    alone = m(x, mask)
-    padded_x = torch.cat([x, 1e3 * torch.randn(1, 11, D, dtype=torch.float64)], dim=1)
-    padded = m(padded_x, torch.cat([mask, torch.zeros(1, 11, dtype=torch.bool)], dim=1))[:, :21]
-    torch.testing.assert_close(padded[mask], alone[mask], atol=1e-12, rtol=1e-12)
-    changed = x.clone()
-    changed[0, 9] += 100.0
-    torch.testing.assert_close(m(changed, mask)[mask], alone[mask], atol=1e-12, rtol=1e-12)
+    assert_padding_and_a_hole_change_nothing(make(6, n_global), D, hole=9, pad=11)
 
 
 def test_a_masked_query_gets_the_average_of_all_values_as_lra() -> None:

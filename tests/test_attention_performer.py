@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from lra_bench.benchmarks.references.performer import build, matched
 from lra_bench.models.attention.performer import PerformerAttention, draw_projection, favor_exponent
-from tests.attention_checks import (assert_encoder_trains_at_an_odd_length, assert_nothing_quadratic_is_kept,
-                                    compose, without_attention)
+from tests.attention_checks import (assert_encoder_trains_at_an_odd_length, assert_holes_do_not_reach_other_positions,
+                                    assert_nothing_quadratic_is_kept, assert_padding_is_ignored, compose,
+                                    without_attention)
 
 SOFTMAX = dict(kernel="softmax", features="ortho", redraw=False, feature_eps=1e-6, stabilizer=1e-6)  # LRA ListOps
 
@@ -124,24 +125,12 @@ def test_orthogonal_rows_are_orthogonal_in_blocks_and_sign_symmetric() -> None:
 
 @pytest.mark.parametrize("options", [{}, {**SOFTMAX, "n_features": 16}], ids=["relu", "softmax"])
 def test_real_positions_ignore_the_amount_and_values_of_padding(options: dict) -> None:
-    attn = make(**options)
-    x = torch.randn(1, 17, 12, dtype=torch.float64)
-    alone = attn(x, None)
-    for pad in (1, 30):
-        padded = torch.cat([x, 30 * torch.randn(1, pad, 12, dtype=torch.float64)], dim=1)
-        mask = torch.arange(17 + pad)[None] < 17
-        torch.testing.assert_close(attn(padded, mask)[:, :17], alone, atol=1e-12, rtol=1e-12)
+    assert_padding_is_ignored(make(**options), 12, length=17, pads=(1, 30), scale=30, mask_alone=False)
 
 
 @pytest.mark.parametrize("options", [{}, {**SOFTMAX, "n_features": 16}], ids=["relu", "softmax"])
 def test_a_masked_hole_does_not_reach_other_positions(options: dict) -> None:
-    attn = make(**options)
-    x = torch.randn(1, 20, 12, dtype=torch.float64)
-    mask = torch.ones(1, 20, dtype=torch.bool)
-    mask[0, 6] = False
-    y = x.clone()
-    y[0, 6] = 30 * torch.randn(12, dtype=torch.float64)
-    torch.testing.assert_close(attn(y, mask)[0, mask[0]], attn(x, mask)[0, mask[0]], atol=1e-12, rtol=1e-12)
+    assert_holes_do_not_reach_other_positions(make(**options), 12, batch=1, length=20, holes=[6], scale=30)
 
 
 def test_redraw_draws_a_new_projection_at_each_training_call_only() -> None:

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 
 from lra_bench.models.attention.synthesizer import SynthesizerAttention
 from lra_bench.models.attention.transformer import TransformerEncoder
+from tests.attention_checks import assert_holes_do_not_reach_other_positions, assert_padding_is_ignored
 from tests.conftest import compose_config
 
 D, H, M = 8, 2, 24  # model dim, heads, max_length
@@ -97,24 +98,13 @@ MODES = [("random", False), ("random", True), ("factorized_random", True), ("den
 @pytest.mark.parametrize("mode, ignore", MODES)
 def test_real_positions_ignore_extra_padding_and_pad_values(mode: str, ignore: bool) -> None:
     """R indexes absolute positions, so with pad keys masked a real row sees the same logits and keys."""
-    attn = make(mode, ignore)
-    x = torch.randn(1, 9, D, dtype=torch.float64)
-    alone = attn(x, torch.ones(1, 9, dtype=torch.bool))
-    for extra in (1, 8, M - 9):
-        padded = torch.cat([x, 100 * torch.randn(1, extra, D, dtype=torch.float64)], dim=1)
-        mask = torch.arange(9 + extra)[None] < 9
-        torch.testing.assert_close(attn(padded, mask)[:, :9], alone, atol=1e-12, rtol=1e-10)
+    assert_padding_is_ignored(make(mode, ignore), D, length=9, pads=(1, 8, M - 9), scale=100, rtol=1e-10)
 
 
 @pytest.mark.parametrize("mode, ignore", MODES)
 def test_masked_holes_do_not_reach_other_positions(mode: str, ignore: bool) -> None:
-    attn = make(mode, ignore)
-    x = torch.randn(2, 15, D, dtype=torch.float64)
-    mask = torch.ones(2, 15, dtype=torch.bool)
-    mask[:, [0, 4, 5, 12]] = False
-    y = x.clone()
-    y[:, [0, 4, 5, 12]] = 30 * torch.randn(2, 4, D, dtype=torch.float64)
-    torch.testing.assert_close(attn(x, mask)[mask], attn(y, mask)[mask], atol=1e-12, rtol=1e-10)
+    assert_holes_do_not_reach_other_positions(make(mode, ignore), D, batch=2, length=15, holes=[0, 4, 5, 12], scale=30,
+                                              rtol=1e-10)
 
 
 def test_masked_queries_take_the_mean_of_all_values_as_flax() -> None:
