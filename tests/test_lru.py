@@ -6,12 +6,13 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lra_bench.models.classifier import SequenceClassifier
 from lra_bench.models.ssm.lru import LRU, LRUEncoder
 from lra_bench.training.optim import build_param_groups
 from tests.conftest import compose_config
+from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_real_positions_ignore_padding,
+                              assert_sees_the_past_only_unless_bidirectional, with_nontrivial_norm_stats)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -107,50 +108,23 @@ def test_modulus_stays_below_one_whatever_nu() -> None:
     assert (modulus < 1).all() and (modulus > 0).all()
 
 
-def encoder_with_nontrivial_norm_stats() -> LRUEncoder:
-    """Eval-mode encoder whose BatchNorm maps 0 to a non-zero value, so a pad that reached a scan would show."""
-    enc = LRUEncoder(8, n_layers=2, d_state=6, r_min=0.5, r_max=0.99)
-    with torch.no_grad():
-        for layer in enc.layers:
-            layer.norm.norm.running_mean.uniform_(-1, 1)
-            layer.norm.norm.running_var.uniform_(0.5, 2)
-            layer.norm.norm.bias.uniform_(-1, 1)
-    return enc.eval()
-
-
 def test_real_positions_do_not_depend_on_padding() -> None:
     torch.manual_seed(4)
-    enc = encoder_with_nontrivial_norm_stats()
-    x = torch.randn(1, 20, 8)
-    with torch.no_grad():
-        alone = enc(x, torch.tensor([20]))
-        padded = enc(torch.cat([x, 5 * torch.randn(1, 13, 8)], 1), torch.tensor([20]))
-    torch.testing.assert_close(padded[:, :20], alone, atol=1e-5, rtol=1e-4)
-    assert (padded[:, 20:] == 0).all()
+    assert_real_positions_ignore_padding(with_nontrivial_norm_stats(LRUEncoder(8, n_layers=2, d_state=6, r_min=0.5,
+                                                                               r_max=0.99)))
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_output_at_t_depends_on_both_sides_only_when_bidirectional(bidirectional: bool) -> None:
     torch.manual_seed(5)
-    lru = LRU(3, 6, r_min=0.5, r_max=0.9, bidirectional=bidirectional).double()
-    u = torch.zeros(1, 40, 3, dtype=torch.float64)
-    u[0, 20] = 1.0
-    with torch.no_grad():
-        y = lru(u)[0]
-    assert y[21:].abs().sum() > 0
-    assert (y[:20].abs().sum() > 0) == bidirectional
+    assert_sees_the_past_only_unless_bidirectional(LRU(3, 6, r_min=0.5, r_max=0.9, bidirectional=bidirectional).double(),
+                                                   bidirectional)
 
 
 def test_every_parameter_gets_a_finite_gradient() -> None:
     torch.manual_seed(6)
-    enc = LRUEncoder(8, n_layers=2, d_state=6, r_min=0.9, r_max=0.999, max_phase=math.pi / 10, dropout=0.1)
-    net = SequenceClassifier(enc, 8, 3, vocab_size=11)
-    tokens = torch.randint(1, 11, (3, 25))
-    F.cross_entropy(net(tokens, torch.tensor([25, 17, 9])), torch.tensor([0, 1, 2])).backward()
-    for name, p in net.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        if ".seq." in name:
-            assert p.grad.abs().sum() > 0, name
+    assert_every_parameter_gets_a_finite_gradient(LRUEncoder(8, n_layers=2, d_state=6, r_min=0.9, r_max=0.999,
+                                                             max_phase=math.pi / 10, dropout=0.1))
 
 
 def test_recurrent_parameters_train_at_half_the_lr_without_weight_decay() -> None:

@@ -14,6 +14,8 @@ from lra_bench.models.ssm.s4_kernels import hippo_legs
 from lra_bench.models.ssm.s5 import S5Encoder, S5Layer, S5SSM, block_diag_init, hippo_n_eig
 from lra_bench.training.optim import build_param_groups
 from tests.conftest import compose_config
+from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_real_positions_ignore_padding,
+                              assert_sees_the_past_only_unless_bidirectional, with_nontrivial_norm_stats)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -143,53 +145,24 @@ def test_half_glu2_gates_the_raw_output_with_gelu_only_on_the_gate_input() -> No
         torch.testing.assert_close(layer(x, keep), expected)
 
 
-def encoder_with_nontrivial_norm_stats(**kw) -> S5Encoder:
-    """Eval-mode encoder whose BatchNorm maps 0 to a non-zero value, so a pad that reached a scan would show."""
-    enc = S5Encoder(8, n_layers=2, d_state=8, blocks=2, **kw)
-    with torch.no_grad():
-        for layer in enc.layers:
-            layer.norm.norm.running_mean.uniform_(-1, 1)
-            layer.norm.norm.running_var.uniform_(0.5, 2)
-            layer.norm.norm.bias.uniform_(-1, 1)
-    return enc.eval()
-
-
 @pytest.mark.parametrize("prenorm", [True, False])
 def test_real_positions_do_not_depend_on_padding(prenorm: bool) -> None:
     torch.manual_seed(5)
-    enc = encoder_with_nontrivial_norm_stats(prenorm=prenorm)
-    x = torch.randn(1, 20, 8)
-    with torch.no_grad():
-        alone = enc(x, torch.tensor([20]))
-        padded = enc(torch.cat([x, 5 * torch.randn(1, 13, 8)], 1), torch.tensor([20]))
-        batch = enc(torch.cat([torch.cat([x, torch.randn(1, 13, 8)], 1), torch.randn(1, 33, 8)]), torch.tensor([20, 33]))
-    torch.testing.assert_close(padded[:, :20], alone, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(batch[:1, :20], alone, atol=1e-5, rtol=1e-4)
-    assert (padded[:, 20:] == 0).all() and (batch[0, 20:] == 0).all()
+    assert_real_positions_ignore_padding(with_nontrivial_norm_stats(S5Encoder(8, n_layers=2, d_state=8, blocks=2,
+                                                                              prenorm=prenorm)))
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_output_at_t_depends_on_both_sides_only_when_bidirectional(bidirectional: bool) -> None:
     torch.manual_seed(6)
-    ssm = S5SSM(3, 8, blocks=2, bidirectional=bidirectional).double()
-    u = torch.zeros(1, 40, 3, dtype=torch.float64)
-    u[0, 20] = 1.0
-    with torch.no_grad():
-        y = ssm(u)[0]
-    assert y[21:].abs().sum() > 0
-    assert (y[:20].abs().sum() > 0) == bidirectional
+    assert_sees_the_past_only_unless_bidirectional(S5SSM(3, 8, blocks=2, bidirectional=bidirectional).double(),
+                                                   bidirectional)
 
 
 def test_every_parameter_gets_a_finite_gradient() -> None:
     torch.manual_seed(7)
-    enc = S5Encoder(8, n_layers=2, d_state=8, blocks=2, activation="full_glu", dropout=0.1)
-    net = SequenceClassifier(enc, 8, 3, vocab_size=11)
-    tokens = torch.randint(1, 11, (3, 25))
-    F.cross_entropy(net(tokens, torch.tensor([25, 17, 9])), torch.tensor([0, 1, 2])).backward()
-    for name, p in net.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        if ".seq." in name:
-            assert p.grad.abs().sum() > 0, name
+    assert_every_parameter_gets_a_finite_gradient(S5Encoder(8, n_layers=2, d_state=8, blocks=2, activation="full_glu",
+                                                            dropout=0.1))
 
 
 def group_of(groups: list[dict], name: str) -> dict:
