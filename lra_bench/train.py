@@ -243,14 +243,14 @@ def resume_point(cfg: DictConfig, out_dir: Path) -> str | None:
             raise ConfigError(f"ckpt_path={cfg.ckpt_path}: not a readable checkpoint (truncated or another format)")
     else:
         skipped: list[str] = []
-        ckpt = resume_checkpoint(out_dir, report=skipped)
+        found = resume_checkpoint(out_dir, report=skipped)
         for line in skipped:
             log.warning(line)
-        if ckpt is None:
+        if found is None:
             if skipped:
                 log.warning("no readable checkpoint in %s: starting from step 0", out_dir / "checkpoints")
             return None
-        step = checkpoint_step(ckpt)
+        ckpt, step = found
     log.info("resuming from %s (step %d)", ckpt, step)
     dropped = truncate_metrics(out_dir / "csv" / "metrics.csv", step)
     if dropped:

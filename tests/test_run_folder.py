@@ -55,10 +55,10 @@ def test_resume_never_starts_over_while_a_readable_checkpoint_exists(tmp_path: P
     (folder / "last.ckpt").write_bytes(b"\x80\x02 truncated")
     fake_checkpoint(folder / "best-step40.ckpt", 40)
     report: list[str] = []
-    assert resume_checkpoint(tmp_path, report) == folder / "best-step40.ckpt"
+    assert resume_checkpoint(tmp_path, report) == (folder / "best-step40.ckpt", 40)
     assert any("periodic.ckpt (0 bytes" in line for line in report) and any("last.ckpt" in line for line in report)
     fake_checkpoint(folder / "periodic.ckpt", 60)
-    assert resume_checkpoint(tmp_path) == folder / "periodic.ckpt"  # the furthest readable one
+    assert resume_checkpoint(tmp_path) == (folder / "periodic.ckpt", 60)  # the furthest readable one
 
 
 def hold_lock(folder: Path) -> subprocess.Popen:

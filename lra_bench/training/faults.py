@@ -107,7 +107,7 @@ class NonFiniteGuard(pl.Callback):
             log.warning("non-finite %s at step %d: update skipped (%d so far)", what, step, self.skipped)
             return
         good = resume_checkpoint(self.dirpath.parent)
-        hint = f"the last good checkpoint is {good}" if good else "no checkpoint was saved yet"
+        hint = f"the last good checkpoint is {good[0]}" if good else "no checkpoint was saved yet"
         raise NonFiniteError(
             f"non-finite {what} at step {step} (epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}); "
             f"{hint}. Lower optimizer.lr, check the data, or set on_nonfinite=skip to drop such updates"

@@ -52,8 +52,8 @@ def checkpoint_step(path: Path) -> int:
         return -1
 
 
-def resume_checkpoint(run_dir: Path, report: list[str] | None = None) -> Path | None:
-    """The valid checkpoint furthest into training, or None.
+def resume_checkpoint(run_dir: Path, report: list[str] | None = None) -> tuple[Path, int] | None:
+    """The valid checkpoint furthest into training and the step saved in it, or None.
 
     Candidates: ``last``, ``periodic``, ``preempted`` and the best-validation checkpoints (``best-step*.ckpt``):
     the run never starts over while any of them can be read. Chosen by the step saved inside, not by file time
@@ -72,7 +72,8 @@ def resume_checkpoint(run_dir: Path, report: list[str] | None = None) -> Path | 
     valid = [p for p in found if steps[p] >= 0]
     if not valid:
         return None
-    return max(valid, key=lambda p: (steps[p], rank.get(p.name, 0)))
+    best = max(valid, key=lambda p: (steps[p], rank.get(p.name, 0)))
+    return best, steps[best]
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:
