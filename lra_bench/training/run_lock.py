@@ -39,7 +39,7 @@ class RunLock:
             raise RunFolderBusy(
                 f"{self.path.parent} is being written by {who}. One run folder has one writer: wait for that run to "
                 "finish (then rerun to see its result), stop it, or change an override to get another folder") from None
-        previous = self.holder_from(fd)
+        previous = self.holder()
         if previous.get("pid") and previous.get("pid") != os.getpid():
             log.info("taking over %s from pid %s, which is no longer running", self.path, previous["pid"])
         os.ftruncate(fd, 0)
@@ -49,15 +49,8 @@ class RunLock:
         self._fd = fd
         return self
 
-    @staticmethod
-    def holder_from(fd: int) -> dict:
-        try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            return json.loads(os.read(fd, 65536) or b"{}")
-        except (OSError, ValueError):
-            return {}
-
     def holder(self) -> dict:
+        """The record the lock's last taker wrote (pid, start time, command); {} when there is none."""
         try:
             return json.loads(self.path.read_text() or "{}")
         except (OSError, ValueError):
