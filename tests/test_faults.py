@@ -62,6 +62,26 @@ def test_nonfinite_updates_can_be_skipped_and_counted(listops_root: Path, tmp_pa
     assert result["train/nonfinite_skipped"] >= 1 and result["global_step"] == 12
 
 
+def test_a_single_nonfinite_gradient_with_a_finite_loss_is_caught(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from lra_bench.training.faults import NonFiniteGuard
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    module.last_loss = torch.tensor(0.5)
+    for p in module.parameters():
+        p.grad = torch.ones_like(p)
+    module[0].bias.grad = None  # a parameter without a gradient is not a bad one
+    trainer = SimpleNamespace(global_step=7, current_epoch=0, fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_idx=7)))
+    guard = NonFiniteGuard(str(tmp_path / "checkpoints"))
+    guard.on_before_optimizer_step(trainer, module, None)  # all finite: nothing happens
+    module[1].weight.grad[0, 2] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient at step 7 .*no checkpoint was saved yet"):
+        guard.on_before_optimizer_step(trainer, module, None)
+
+
 def test_wandb_dying_mid_run_does_not_stop_training(listops_root: Path, tmp_path: Path, offline_wandb: Path, caplog) -> None:
     cfg = config(listops_root, tmp_path / "run", "logger=wandb", "+callbacks.kill_wandb._target_=tests.helpers.KillWandbServiceAtStep",
                  "+callbacks.kill_wandb.step=3")

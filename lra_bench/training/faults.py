@@ -94,7 +94,9 @@ class NonFiniteGuard(pl.Callback):
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         loss = getattr(pl_module, "last_loss", None)
         bad_loss = loss is not None and not bool(torch.isfinite(loss))
-        bad_grad = any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in pl_module.parameters())
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        # one device sync per step, not one per parameter
+        bad_grad = bool(grads) and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
         if not (bad_loss or bad_grad):
             return
         what = "loss" if bad_loss else "gradient"
