@@ -46,7 +46,8 @@ def resolved_yaml_with_sources(cfg: DictConfig, experiment: str | None) -> str:
     entries = preset_records(experiment.removeprefix("lra/")) if experiment and experiment.startswith("lra/") else None
     if entries is None:
         return text
-    return f"# values annotated with their source: lra_bench/provenance/records ({experiment})\n" + annotate(text, cfg, entries)
+    header = f"# values annotated with their source: lra_bench/provenance/records ({experiment})\n"
+    return header + annotate(text, cfg, entries)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="describe")

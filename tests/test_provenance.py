@@ -99,9 +99,10 @@ def test_required_keys_follow_inherited_presets_and_skip_harness_keys() -> None:
     ("sources: {}\npresets: {m-listops: {a: {value: 1}}}\n", "needs exactly one of source (with line) and deviation"),
     ("sources: {}\npresets: {m-listops: {a: {value: 1, source: s, line: 3}}}\n", "source 's' is not under sources"),
     ("sources: {s: {repo: o/r, commit: abc, file: f.py}}\npresets: {}\n", "is not 40 lowercase hex digits"),
-    ("sources: {s: {repo: o/r, commit: " + "a" * 40 + ", file: f.py}}\npresets: {m-listops: {a: {value: 1, source: s, line: 0}}}\n",
-     "line must be the 1-based line number"),
-    ("sources: {}\npresets: {m-listops: {a: {value: 1, deviation: why, note: n}}}\n", "a deviation is one non-empty reason"),
+    ("sources: {s: {repo: o/r, commit: " + "a" * 40 + ", file: f.py}}\n"
+     "presets: {m-listops: {a: {value: 1, source: s, line: 0}}}\n", "line must be the 1-based line number"),
+    ("sources: {}\npresets: {m-listops: {a: {value: 1, deviation: why, note: n}}}\n",
+     "a deviation is one non-empty reason"),
 ])
 def test_a_malformed_record_file_is_refused_with_one_line(tmp_path: Path, bad: str, message: str) -> None:
     path = tmp_path / "m.yaml"
@@ -126,7 +127,8 @@ def test_annotate_puts_each_source_beside_its_value_and_flags_overrides() -> Non
     cfg.optimizer.weight_decay = 0.0
     text = annotate(OmegaConf.to_yaml(cfg, resolve=True), cfg, entries)
     lines = {ln.split("#")[0].strip(): ln for ln in text.splitlines() if "#" in ln}
-    assert "google-research/long-range-arena@093bfc6 lra_benchmarks/listops/configs/base_listops_config.py:48" in lines["n_layers: 6"]
+    source = "google-research/long-range-arena@093bfc6 lra_benchmarks/listops/configs/base_listops_config.py:48"
+    assert source in lines["n_layers: 6"]
     assert "OVERRIDDEN (preset: 0.1)" in lines["weight_decay: 0.0"]
     assert "betas:" in lines and "run_name: transformer-listops" not in lines  # a harness key has no record
 

@@ -81,7 +81,7 @@ class ModelRecords:
 
 
 def values_equal(a: Any, b: Any) -> bool:
-    """Exact, except numbers: equal within a relative 1e-12 (``5.590e-4`` written vs computed); bools are not numbers."""
+    """Exact, except numbers: equal within a relative 1e-12 (a value written out vs computed); bools are not numbers."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
