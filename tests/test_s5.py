@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lra_bench.benchmarks.references.s5 import build
 from lra_bench.models.classifier import SequenceClassifier
@@ -14,8 +14,9 @@ from lra_bench.models.ssm.s4_kernels import hippo_legs
 from lra_bench.models.ssm.s5 import S5Encoder, S5Layer, S5SSM, block_diag_init, hippo_n_eig
 from lra_bench.training.optim import build_param_groups
 from tests.conftest import compose_config
-from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_real_positions_ignore_padding,
-                              assert_sees_the_past_only_unless_bidirectional, with_nontrivial_norm_stats)
+from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_flax_dense_init,
+                              assert_real_positions_ignore_padding, assert_sees_the_past_only_unless_bidirectional,
+                              flax_dense, flax_gelu, with_nontrivial_norm_stats)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -134,15 +135,32 @@ def test_c_init_scales_follow_s5(C_init: str, expected_sd: float) -> None:
     assert abs(sd - expected_sd) / expected_sd < 0.1
 
 
-def test_half_glu2_gates_the_raw_output_with_gelu_only_on_the_gate_input() -> None:
+@pytest.mark.parametrize("activation", ["gelu", "full_glu", "half_glu1", "half_glu2"])
+def test_activations_are_s5s_with_flax_tanh_gelu_against_a_numpy_restatement(activation: str) -> None:
+    """lindermanlab/S5 ``s5/layers.py`` lines 69-82 in numpy with the layer's own weights (float64, eval): flax's
+    ``nn.gelu`` is the tanh approximation, ``out1``/``out2`` are Dense maps, half_glu2 gates the raw SSM output with
+    GELU only on the gate input. Exact GELU would differ by ~1e-4."""
     torch.manual_seed(4)
-    layer = S5Layer(S5SSM(4, 4, blocks=1), 4, activation="half_glu2", norm="layer").eval()
-    x = torch.randn(1, 9, 4)
-    keep = torch.ones(1, 9, 1)
+    layer = S5Layer(S5SSM(4, 4, blocks=1), 4, activation=activation, norm="layer").double().eval()
+    x = torch.randn(1, 9, 4, dtype=torch.float64)
     with torch.no_grad():
-        z = layer.seq(layer.norm(x))
-        expected = x + z * torch.sigmoid(layer.out2(F.gelu(z)))
-        torch.testing.assert_close(layer(x, keep), expected)
+        z = layer.seq(layer.norm(x))[0].numpy()
+        got = layer(x, torch.ones(1, 9, 1, dtype=torch.float64))[0].numpy()
+    g = flax_gelu(z)
+    sigmoid = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
+    out = {"gelu": g,
+           "full_glu": flax_dense(layer.out1, g) * sigmoid(flax_dense(layer.out2, g)) if layer.out1 is not None else None,
+           "half_glu1": g * sigmoid(flax_dense(layer.out2, g)) if layer.out2 is not None else None,
+           "half_glu2": z * sigmoid(flax_dense(layer.out2, g)) if layer.out2 is not None else None}[activation]
+    np.testing.assert_allclose(got, x[0].numpy() + out, rtol=0, atol=1e-12)
+
+
+def test_gate_maps_are_initialised_as_flax_dense() -> None:
+    """S5's ``out1``/``out2`` are flax ``nn.Dense(H)``: lecun_normal (sd H^-1/2), zero bias (H = 128: sd 0.088)."""
+    torch.manual_seed(5)
+    layer = S5Layer(S5SSM(128, 8, blocks=1), 128, activation="full_glu")
+    assert_flax_dense_init(layer.out1, 128)
+    assert_flax_dense_init(layer.out2, 128)
 
 
 @pytest.mark.parametrize("prenorm", [True, False])
