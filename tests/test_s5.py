@@ -249,6 +249,9 @@ def test_s5_presets_hold_the_lra_script_settings(task: str) -> None:
     assert (cfg.scheduler.decay, cfg.scheduler.final_lr_ratio) == ("cosine", 0.0)
     assert cfg.scheduler.warmup_fraction == pytest.approx(warmup_end / epochs)
     assert (cfg.model.net.pooling, cfg.model.net.head_hidden) == ("mean", d if task == "retrieval" else 0)
+    assert cfg.task.datamodule.drop_last  # S5 make_data_loader (s5/dataloading.py:28)
+    if task == "listops":  # S4's loader as S5 uses it (s5/dataloaders/lra.py:228-230): l_max 2048 with <eos>
+        assert (cfg.task.max_length, cfg.task.vocab_size, cfg.task.datamodule.append_eos) == (2048, 18, True)
     if task in ("text", "retrieval"):
         assert cfg.task.datamodule.tokenizer == "chars" and cfg.task.datamodule.append_eos and cfg.task.vocab_size is None
         assert cfg.task.max_length == (4096 if task == "text" else 4000)

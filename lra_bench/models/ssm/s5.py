@@ -47,8 +47,8 @@ Differences from the official code:
   These are shared by every model so that only the backbone differs between them.
 - Schedule (presets): S5 warms up linearly from lr/W over W = warmup_end epochs of steps, then evaluates its
   cosine at the running step count over E - W epochs of steps, so it reaches 0 W steps before the end and stays
-  there; here the warmup starts at 0 and the cosine ends exactly at the last step. S5 drops the last partial
-  batch of an epoch; the trainer here keeps it.
+  there; here the warmup starts at 0 and the cosine ends exactly at the last step. The train loader drops its
+  last partial batch as S5's (``task.datamodule.drop_last`` in the presets).
 """
 
 from __future__ import annotations
