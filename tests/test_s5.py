@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lra_bench.benchmarks.references.s5 import build
-from lra_bench.models.classifier import SequenceClassifier
+from lra_bench.models.classifier import ClassifierHead, SequenceClassifier
 from lra_bench.models.ssm.s4_kernels import hippo_legs
 from lra_bench.models.ssm.s5 import S5Encoder, S5Layer, S5SSM, block_diag_init, hippo_n_eig
 from lra_bench.training.optim import build_param_groups
@@ -163,6 +163,18 @@ def test_gate_maps_are_initialised_as_flax_dense() -> None:
     assert_flax_dense_init(layer.out2, 128)
 
 
+def test_retrieval_decoder_is_s5s_dense_tanh_gelu_dense() -> None:
+    """S5 ``seq_model.py`` ``RetrievalDecoder`` (lines 211-219): Dense(H) -> flax nn.gelu (tanh) -> Dense(classes), on
+    the s5-retrieval preset's head, restated in numpy with its weights (float64)."""
+    cfg = compose_config(["experiment=lra/s5-retrieval", "paths.output_dir=/tmp/lra_bench_presets"])
+    head = ClassifierHead(4 * 8, 2, cfg.model.net.head_hidden, cfg.model.net.head_activation, 0.0, True).double().eval()
+    first, last = head.net[0], head.net[-1]
+    x = torch.randn(5, 32, dtype=torch.float64)
+    with torch.no_grad():
+        got = head(x).numpy()
+    np.testing.assert_allclose(got, flax_dense(last, flax_gelu(flax_dense(first, x.numpy()))), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("prenorm", [True, False])
 def test_real_positions_do_not_depend_on_padding(prenorm: bool) -> None:
     torch.manual_seed(5)
@@ -256,7 +268,7 @@ def test_s5_presets_hold_the_lra_script_settings(task: str) -> None:
         assert cfg.task.datamodule.tokenizer == "chars" and cfg.task.datamodule.append_eos and cfg.task.vocab_size is None
         assert cfg.task.max_length == (4096 if task == "text" else 4000)
     if task == "retrieval":
-        assert (cfg.model.net.pair_features, cfg.model.net.head_activation) == ("nli", "gelu")
+        assert (cfg.model.net.pair_features, cfg.model.net.head_activation) == ("nli", "gelu_tanh")
     if task in ("pathfinder", "pathx"):
         assert (cfg.task.input, cfg.task.pixel_mean, cfg.task.pixel_std, cfg.task.datamodule.split) == ("real", 0.5, 0.5, "random")
     if task == "image":
