@@ -164,7 +164,7 @@ def test_gate_maps_are_initialised_as_flax_dense() -> None:
 
 
 def test_retrieval_decoder_is_s5s_dense_tanh_gelu_dense() -> None:
-    """S5 ``seq_model.py`` ``RetrievalDecoder`` (lines 211-219): Dense(H) -> flax nn.gelu (tanh) -> Dense(classes), on
+    """S5 ``seq_model.py`` ``RetrievalDecoder`` (lines 206-220): Dense(H) -> flax nn.gelu (tanh) -> Dense(classes), on
     the s5-retrieval preset's head, restated in numpy with its weights (float64)."""
     cfg = compose_config(["experiment=lra/s5-retrieval", "paths.output_dir=/tmp/lra_bench_presets"])
     head = ClassifierHead(4 * 8, 2, cfg.model.net.head_hidden, cfg.model.net.head_activation, 0.0, True).double().eval()
