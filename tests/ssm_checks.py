@@ -65,7 +65,7 @@ def flax_gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
-def flax_dense(layer: nn.Linear, x: np.ndarray) -> np.ndarray:
+def flax_dense_apply(layer: nn.Linear, x: np.ndarray) -> np.ndarray:
     """flax ``nn.Dense`` with ``layer``'s weights (kernel = weight^T): x @ kernel + bias."""
     return x @ layer.weight.detach().double().numpy().T + layer.bias.detach().double().numpy()
 

@@ -16,7 +16,7 @@ from lra_bench.training.optim import build_param_groups
 from tests.conftest import compose_config
 from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_flax_dense_init,
                               assert_real_positions_ignore_padding, assert_sees_the_past_only_unless_bidirectional,
-                              flax_dense, flax_gelu, with_nontrivial_norm_stats)
+                              flax_dense_apply, flax_gelu, with_nontrivial_norm_stats)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -147,11 +147,12 @@ def test_activations_are_s5s_with_flax_tanh_gelu_against_a_numpy_restatement(act
         z = layer.seq(layer.norm(x))[0].numpy()
         got = layer(x, torch.ones(1, 9, 1, dtype=torch.float64))[0].numpy()
     g = flax_gelu(z)
-    sigmoid = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
-    out = {"gelu": g,
-           "full_glu": flax_dense(layer.out1, g) * sigmoid(flax_dense(layer.out2, g)) if layer.out1 is not None else None,
-           "half_glu1": g * sigmoid(flax_dense(layer.out2, g)) if layer.out2 is not None else None,
-           "half_glu2": z * sigmoid(flax_dense(layer.out2, g)) if layer.out2 is not None else None}[activation]
+    if activation == "gelu":
+        out = g
+    else:
+        gate = 1.0 / (1.0 + np.exp(-flax_dense_apply(layer.out2, g)))
+        value = {"full_glu": lambda: flax_dense_apply(layer.out1, g), "half_glu1": lambda: g, "half_glu2": lambda: z}
+        out = value[activation]() * gate
     np.testing.assert_allclose(got, x[0].numpy() + out, rtol=0, atol=1e-12)
 
 
@@ -172,7 +173,8 @@ def test_retrieval_decoder_is_s5s_dense_tanh_gelu_dense() -> None:
     x = torch.randn(5, 32, dtype=torch.float64)
     with torch.no_grad():
         got = head(x).numpy()
-    np.testing.assert_allclose(got, flax_dense(last, flax_gelu(flax_dense(first, x.numpy()))), rtol=0, atol=1e-12)
+    expected = flax_dense_apply(last, flax_gelu(flax_dense_apply(first, x.numpy())))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("prenorm", [True, False])

@@ -41,7 +41,7 @@ Differences from the official code:
 - ``bn_momentum`` takes S5's (flax) value m and is handed to PyTorch as 1 - m: the same running average.
 - The classifier around the backbone is the project's shared one (``lra_bench/models/classifier.py``), not S5's
   flax Dense layers: tokens go through an embedding table initialised N(0, 1/H) where S5 applies a lecun_normal
-  ``nn.Dense`` (sd V^-1/2, zero bias) to one-hot tokens, pixels through x w + b with w ~ N(0, 1), b ~ N(0, 0.01)
+  ``nn.Dense`` (sd V^-1/2, zero bias) to one-hot tokens, pixels through x w + b with w ~ N(0, 1), b ~ N(0, 0.1^2)
   where S5's Dense(1, H) has lecun sd 1 and zero bias; the decoder (and Retrieval's two-layer decoder,
   ``seq_model.py`` ``RetrievalDecoder``, whose GELU is tanh) are xavier_uniform Linear layers with exact GELU.
   These are shared by every model so that only the backbone differs between them.
