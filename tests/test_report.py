@@ -30,6 +30,9 @@ def test_published_rows_keep_the_avg_their_paper_prints() -> None:
             assert f"{computed:.2f}" in p.note
             continue
         assert computed == pytest.approx(p.avg, abs=0.011), p.name  # the printed Avg is the papers' rounding
+        assert p.avg_printed == ("computed here" not in p.note), p.name  # a computed Avg says so
+    assert [p.name for p in PUBLISHED if not p.avg_printed] == ["LRU"]  # the LRU paper's LRA table prints no Avg
+    assert "unverified" in by_name["LRU"].note
     assert {p.model for p in rows_for({"bigbird"})} == {"bigbird"}
 
 

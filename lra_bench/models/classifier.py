@@ -42,7 +42,8 @@ class ClassifierHead(nn.Module):
     def __init__(self, d_in: int, num_classes: int, hidden: int | Sequence[int], activation: str, dropout: float,
                  out_bias: bool):
         super().__init__()
-        acts = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
+        acts = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # flax nn.gelu (S5)
+                "relu": nn.ReLU, "tanh": nn.Tanh}
         if activation not in acts:
             raise ValueError(f"head activation must be one of {sorted(acts)}, got {activation!r}")
         sizes = [h for h in ([hidden] if isinstance(hidden, int) else list(hidden)) if h]
