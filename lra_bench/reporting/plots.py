@@ -31,6 +31,8 @@ from lra_bench.reporting.tables import row_name
 class Figure:
     path: Path
     caption: str
+    title: str = ""  # drawn above the plot
+    drawn: tuple[str, ...] = ()  # the series drawn (legend labels)
 
 
 def _pyplot():
@@ -59,14 +61,16 @@ def accuracy_by_task(rows: list[dict[str, Any]], out: Path) -> Figure:
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     scales = " and ".join(sorted({r["scale"] for r in rows})) or "no runs"
-    ax.set_title(f"LRA tasks, each on its own data (no quick variants); our rows: {scales}", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    title = f"LRA tasks, each on its own data (no quick variants); our rows: {scales}"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.08))  # below: never over a bar
+    drawn = tuple(ax.get_legend_handles_labels()[1])
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path = out / "accuracy_by_task.png"
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return Figure(path, "Test accuracy (%) of the best-validation checkpoint per LRA task (the task's own data; runs on "
+    return Figure(path, title=title, drawn=drawn, caption="Test accuracy (%) of the best-validation checkpoint per LRA task (the task's own data; runs on "
                         "other data sets are not drawn), mean ± std over the seeds of one configuration (bars, labelled "
                         "with their scale), with the published Mega and Transformer (Mega Table 2) points.")
 
@@ -181,13 +185,14 @@ def accuracy_vs_speed(rows: list[dict[str, Any]], bench: dict[str, Any] | None, 
     ax.set_xlabel(data.xlabel)
     ax.set_ylabel(f"LRA score: mean test accuracy over {len(data.tasks)} task(s) (%)")
     scales = " and ".join(sorted({r["scale"] for r in rows})) or "no runs"
-    ax.set_title(f"LRA score (LRA tasks on their own data; {scales}) vs speed, marker area: memory\n{data.title}", fontsize=8)
+    title = f"LRA score (LRA tasks on their own data; {scales}) vs speed, marker area: memory\n{data.title}"
+    ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     path = out / "accuracy_vs_speed.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return Figure(path, data.caption)
+    return Figure(path, data.caption, title, tuple(p[0] for p in data.points))
 
 
 def figures(rows: list[dict[str, Any]], bench: dict[str, Any] | None, out: Path, length: int | None = None) -> list[Figure]:
