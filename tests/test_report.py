@@ -298,3 +298,10 @@ def test_filters_keep_one_sweep_one_experiment_or_the_folders_of_a_glob(tmp_path
     assert (out / "report.md").read_text().startswith("# lra_bench report\n\n2 runs.")
     assert report_main(["--runs", str(tmp_path), "--out", str(out), "--experiment", "lra/luna-*"]) == 2
     assert "none of the 4 runs found under" in capsys.readouterr().out
+
+
+def test_the_bench_time_and_memory_figures_say_device_precision_batch_and_preset() -> None:
+    from lra_bench.benchmarks.bench import plot_title
+
+    meta = {"device": "cuda", "precision": "bf16-mixed", "batch": 8, "task": "text", "repeats": 5}
+    assert plot_title(meta) == "cuda, bf16-mixed, batch 8, preset text (median of 5 steps)"
