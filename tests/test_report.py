@@ -305,3 +305,14 @@ def test_the_bench_time_and_memory_figures_say_device_precision_batch_and_preset
 
     meta = {"device": "cuda", "precision": "bf16-mixed", "batch": 8, "task": "text", "repeats": 5}
     assert plot_title(meta) == "cuda, bf16-mixed, batch 8, preset text (median of 5 steps)"
+
+
+def test_a_config_file_that_cannot_be_read_is_passed_over_by_name(tmp_path: Path, caplog) -> None:
+    (tmp_path / "run" / "csv").mkdir(parents=True)
+    (tmp_path / "run" / "result.json").write_text(json.dumps(run("mega", "listops", 0.5)))
+    (tmp_path / "run" / "csv" / "hparams.yaml").write_text("optimizer: {lr: [0.001\n")  # truncated
+    with caplog.at_level(logging.WARNING):
+        (found,) = local_runs(tmp_path)
+    assert found["config"] is None
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"cannot read the config {tmp_path / 'run' / 'csv' / 'hparams.yaml'} (" in line and "\n" not in line

@@ -19,10 +19,13 @@ the paper preset's when one ran, else the one with the most runs.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter, defaultdict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("lra_bench.reporting.configurations")
 
 # dotted-key prefixes (a whole key or the part before a '.') that never change what is trained
 NEUTRAL_PREFIXES = ("paths", "logger", "hydra", "callbacks", "run_name", "sweep_name", "rerun", "ckpt_path", "note",
@@ -75,23 +78,29 @@ def _resolved_hydra_config(path: Path) -> dict[str, Any]:
     out = {}
     for key, raw in flatten(OmegaConf.to_container(cfg, resolve=False)).items():
         try:
-            out[key] = OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(cfg, key)}), resolve=True)["v"]
+            value = OmegaConf.select(cfg, key)
+            out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
         except Exception:  # an interpolation only the Hydra run could resolve
             out[key] = raw
     return out
 
 
 def stored_config(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """The run folder's resolved config, flattened, and the file it came from; (None, None) when it keeps none."""
+    """The run folder's resolved config, flattened, and the file it came from; (None, None) when it keeps none
+    (a file that cannot be read is passed over with a warning naming it)."""
     import yaml
 
     hparams, composed = folder / "csv" / "hparams.yaml", folder / ".hydra" / "config.yaml"
-    if hparams.is_file():
-        loaded = yaml.safe_load(hparams.read_text())
-        if isinstance(loaded, dict) and loaded:
-            return flatten(loaded), str(hparams)
-    if composed.is_file():
-        return _resolved_hydra_config(composed), str(composed)
+    for path, read in ((hparams, lambda p: flatten(yaml.safe_load(p.read_text()))), (composed, _resolved_hydra_config)):
+        if not path.is_file():
+            continue
+        try:
+            found = read(path)
+        except Exception as e:  # a truncated or hand-edited file: the next source, or the run's overrides
+            log.warning("cannot read the config %s (%s: %s); passing over it", path, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            continue
+        if found and found != {"": None}:
+            return found, str(path)
     return None, None
 
 

@@ -79,8 +79,10 @@ def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, "not a file"
     try:
         run = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        return None, f"unreadable ({e.strerror or e})" if isinstance(e, OSError) else "not UTF-8 text"
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or e})"
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
     except ValueError as e:
         return None, f"not valid JSON ({e}): truncated or hand-edited?"
     why = problem(run)
