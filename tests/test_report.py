@@ -17,7 +17,7 @@ from lra_bench.reporting.plots import figures, score_vs_speed
 from lra_bench.reporting.published import FAIL, PUBLISHED, five_task_avg, rows_for
 from lra_bench.reporting.report import fmt_cell, lra_table, table_rows
 from lra_bench.reporting.report import main as report_main
-from lra_bench.reporting.runs import at_chance, local_runs, merge, select
+from lra_bench.reporting.runs import at_chance, local_runs, merge, scale_of, select
 from lra_bench.reporting.tables import row_name, variant_rows, variant_table
 
 
@@ -316,3 +316,11 @@ def test_a_config_file_that_cannot_be_read_is_passed_over_by_name(tmp_path: Path
     assert found["config"] is None
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert f"cannot read the config {tmp_path / 'run' / 'csv' / 'hparams.yaml'} (" in line and "\n" not in line
+
+
+def test_paper_preset_runs_may_change_devices_loggers_and_seeds_but_nothing_trained() -> None:
+    preset = lambda *overrides: scale_of(run("mega", "listops", 0.6) | {"overrides": ["experiment=lra/mega-listops", *overrides]})
+    assert preset("seed=3", "trainer=gpu", "trainer.precision=bf16-mixed", "logger=csv", "hydra/launcher=lra_slurm",
+                  "~callbacks.progress_bar", "paths.data_dir=/data", "+sweep=seeds", "task.datamodule.num_workers=8") == "paper preset"
+    for changed in ("optimizer.lr=5e-4", "trainer.max_time=00:00:09:00", "ckpt_path=/other/run/last.ckpt", "task.max_length=64"):
+        assert preset(changed) == "reduced", changed

@@ -28,10 +28,10 @@ from typing import Any
 log = logging.getLogger("lra_bench.reporting.configurations")
 
 # dotted-key prefixes (a whole key or the part before a '.') that never change what is trained
-NEUTRAL_PREFIXES = ("paths", "logger", "hydra", "callbacks", "run_name", "sweep_name", "rerun", "ckpt_path", "note",
-                    "train", "test", "optimized_metric", "on_chance", "chance", "checkpoint_every_n_steps",
+NEUTRAL_PREFIXES = ("paths", "logger", "hydra", "callbacks", "run_name", "sweep_name", "rerun", "note",
+                    "optimized_metric", "on_chance", "chance", "checkpoint_every_n_steps",
                     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
-                    "trainer.sync_batchnorm", "trainer.plugins", "trainer.max_time", "trainer.log_every_n_steps",
+                    "trainer.sync_batchnorm", "trainer.plugins", "trainer.log_every_n_steps",
                     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.enable_checkpointing",
                     "trainer.default_root_dir", "task.datamodule.num_workers", "task.datamodule.pin_memory",
                     "task.datamodule.decode_workers", "task.datamodule.data_dir", "task.datamodule.cache_dir")
@@ -53,8 +53,10 @@ def override_key(override: str) -> str:
 
 
 def neutral_override(override: str) -> bool:
+    """An override that leaves what is trained alone: the experiment itself, a neutral group choice
+    (``trainer=gpu``, ``hydra/launcher=...``) or a neutral key."""
     key = override_key(override)
-    return key == "experiment" or key in NEUTRAL_GROUPS or neutral(key)
+    return key == "experiment" or key.split("/")[0] in NEUTRAL_GROUPS or neutral(key)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
