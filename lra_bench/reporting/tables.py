@@ -44,8 +44,9 @@ def cell_flags(values: list[float], chance: list[bool], spread: float, seeds: li
     gap = round(max(values) - min(values), 2)
     if n > 1 and gap > spread:
         flags.append(f"seeds disagree: spread {gap:.2f} > {spread:g} points")
-    if seeds is not None and len({json.dumps(s, default=str) for s in seeds}) < n:
-        flags.append(f"{n - len({json.dumps(s, default=str) for s in seeds})} run(s) repeat a seed")
+    distinct = len({json.dumps(s, default=str) for s in seeds}) if seeds is not None else n
+    if distinct < n:
+        flags.append(f"{n - distinct} run(s) repeat a seed")
     return flags
 
 
