@@ -324,3 +324,10 @@ def test_paper_preset_runs_may_change_devices_loggers_and_seeds_but_nothing_trai
                   "~callbacks.progress_bar", "paths.data_dir=/data", "+sweep=seeds", "task.datamodule.num_workers=8") == "paper preset"
     for changed in ("optimizer.lr=5e-4", "trainer.max_time=00:00:09:00", "ckpt_path=/other/run/last.ckpt", "task.max_length=64"):
         assert preset(changed) == "reduced", changed
+
+
+def test_the_efficiency_table_says_device_precision_batch_and_preset() -> None:
+    from lra_bench.reporting.tables import efficiency_table
+
+    bench = bench_of({("mega", 4096): 1000.0})
+    assert efficiency_table(bench).startswith("From `bench_results/text/results.json` (cpu, fp32, batch 1, preset `text`), L = 4096:")

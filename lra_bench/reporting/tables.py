@@ -187,7 +187,7 @@ def efficiency_table(bench: dict[str, Any]) -> str:
     lengths = sorted({r["length"] for r in rows})
     length = 4096 if 4096 in lengths else (max(lengths) if lengths else None)
     meta = bench["meta"]
-    lines = [f"From `{bench['path']}` ({meta['device']}, {meta['precision']}, preset `{meta['task']}`), L = {length}:", "",
+    lines = [f"From `{bench['path']}` ({meta['device']}, {meta['precision']}, batch {meta['batch']}, preset `{meta['task']}`), L = {length}:", "",
              "| model | tokens/s | speed x (SDPA Transformer) | memory MB | memory x (SDPA Transformer) |", "|---|---|---|---|---|"]
     for r in rows:
         if r["length"] == length:
