@@ -21,7 +21,7 @@ TASK_TITLES = {"listops": "ListOps", "text": "Text", "retrieval": "Retrieval", "
 # overrides that change nothing about what is trained: a run with only these is still "paper preset"
 NEUTRAL_OVERRIDES = ("seed=", "paths.", "logger", "trainer.accelerator=", "trainer.devices=", "trainer.precision=",
                      "trainer=", "hydra", "rerun=", "sweep_name=", "+sweep=", "task.datamodule.num_workers=",
-                     "on_chance=", "chance.")
+                     "on_chance=", "chance.", "lra_code=")  # lra_code runs are marked "[LRA code]" instead
 # a run without a diagnosis (older result.json) counts as at chance when its best validation accuracy is within
 # this much of the validation split's majority-class rate
 CHANCE_MARGIN = 0.01

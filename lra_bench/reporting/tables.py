@@ -43,7 +43,8 @@ def table_rows(runs: list[dict[str, Any]], spread: float = SPREAD) -> list[dict[
     for r in runs:
         acc = number(r, "test/acc")
         if acc is not None:
-            cells[(r["model"], scale_of(r))][r["task"]].append((100 * acc, at_chance(r)))
+            model = r["model"] + (" [LRA code]" if r.get("lra_code") else "")  # run with lra_code=true
+            cells[(model, scale_of(r))][r["task"]].append((100 * acc, at_chance(r)))
     rows = []
     for (model, scale), by_task in sorted(cells.items()):
         row: dict[str, Any] = {"model": model, "scale": scale, "flags": {}}

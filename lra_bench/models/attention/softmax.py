@@ -23,6 +23,20 @@ from lra_bench.models.attention.heads import average_masked_queries, key_mask, p
 IMPLS = ("sdpa", "vanilla")
 
 
+def flax_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,
+                          dropout: float, training: bool) -> torch.Tensor:
+    """softmax(q k^T / sqrt(E) + bias) v with LRA's flax mask bias, -1e10 where ``allowed`` is False, as float32
+    (LRA's dtype) computes it: a masked key weighs exactly 0, and a row with no allowed key, whose -1e10 swamps
+    every score, averages all values uniformly. The mechanisms' ``lra_code`` paths share it.
+    q (..., Q, E); k, v (..., K, E); allowed: bool broadcastable to (..., Q, K), or None -> (..., Q, E)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.size(-1) ** -0.5
+    if allowed is not None:
+        empty = ~allowed.any(-1, keepdim=True)
+        scores = scores.masked_fill(~(allowed | empty), float("-inf"))
+        scores = scores.masked_fill(empty, 0.0)  # float32: score - 1e10 == -1e10 for every key
+    return torch.matmul(F.dropout(scores.softmax(-1), dropout, training), v)
+
+
 class SoftmaxAttention(nn.Module):
     """Multi-head bidirectional softmax attention.
 
