@@ -496,3 +496,18 @@ def test_report_marks_lra_code_runs() -> None:
     rows = {r["model"]: r for r in table_rows(runs)}
     assert set(rows) == {"transformer", "transformer [LRA code]"}
     assert rows["transformer [LRA code]"]["scale"] == "paper preset"
+
+
+@pytest.mark.slow
+def test_a_run_with_lra_code_trains_and_records_it_in_result_json(run_config) -> None:
+    """A real (tiny) training run through lra_bench.train: LRA's padding to the task length, the mechanism's LRA
+    path, LRA's cosine; result.json carries lra_code for the report's marker."""
+    import json
+    from pathlib import Path
+
+    from lra_bench.train import train
+
+    cfg = run_config("model=reformer", "lra_code=true", "scheduler.decay=cosine")
+    result = train(cfg)
+    saved = json.loads((Path(cfg.paths.output_dir) / "result.json").read_text())
+    assert saved["lra_code"] is True and result["lra_code"] is True and math.isfinite(saved["test/loss"])

@@ -6,8 +6,8 @@ Reference: ``google-research/long-range-arena`` ``lra_benchmarks/models/transfor
 
 Masking follows LRA's ``make_attention_mask(padding_mask, padding_mask)``: a key is attended only where it is
 valid, and a query that is itself masked gets flax's -1e10 bias on every key, which in float32 is a uniform
-average of all values. That matters only when the mask has holes (``mask_zero_inputs`` on pixel tasks, where
-black pixels are masked); for length padding the masked queries are pads, which the encoder zeroes anyway.
+average of all values. That matters only with ``lra_code`` (LRA's ``inputs > 0`` mask: black pixels on pixel tasks,
+and pads, whose outputs LRA's mean pooling counts); by default the masked queries are pads, which the encoder zeroes.
 
 Shapes: B batch, L length, D model dim, H heads, E = d_qkv / H per-head dim.
 """
