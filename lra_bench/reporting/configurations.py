@@ -54,9 +54,10 @@ def override_key(override: str) -> str:
 
 def neutral_override(override: str) -> bool:
     """An override that leaves what is trained alone: the experiment itself, a neutral group choice
-    (``trainer=gpu``, ``hydra/launcher=...``) or a neutral key."""
+    (``trainer=gpu``, ``hydra/launcher=...``) or a neutral key. ``lra_code=...`` counts too: such a run is still its
+    paper preset, in another row marked [LRA code] (``uses_lra_code``)."""
     key = override_key(override)
-    return key == "experiment" or key.split("/")[0] in NEUTRAL_GROUPS or neutral(key)
+    return key in ("experiment", LRA_CODE) or key.split("/")[0] in NEUTRAL_GROUPS or neutral(key)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
