@@ -3,6 +3,7 @@ the report built from a real small sweep, and the SLURM launcher preset."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,32 +21,45 @@ TINY = ["trainer=cpu", "model.d_model=16", "model.net.backbone.n_layers=1", "tas
         "task.datamodule.num_workers=0", "trainer.max_epochs=1", "~callbacks.progress_bar"]
 
 
-def multirun(args: list[str], data: Path, logs: Path, wandb_dir: Path, sweep: str) -> subprocess.CompletedProcess:
+def multirun(args: list[str], data: Path, logs: Path, wandb_dir: Path, sweep: str | None) -> subprocess.CompletedProcess:
+    """``sweep=None`` leaves the sweep name to its default (built from the command)."""
     env = os.environ | {"WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true"}
     env.pop("WANDB_API_KEY", None)
     cmd = [sys.executable, "-m", "lra_bench.train", "-m", *args, f"paths.data_dir={data}", f"paths.log_dir={logs}",
-           f"sweep_name={sweep}", *TINY]
+           *([f"sweep_name={sweep}"] if sweep else []), *TINY]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def sweep_2x2(listops_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     logs = tmp_path_factory.mktemp("logs")
-    proc = multirun(["model=mega,transformer", "seed=1,2", "logger=wandb"], listops_root, logs, logs / "wandb_home", "t2x2")
-    return {"proc": proc, "dir": logs / "multiruns" / "t2x2", "logs": logs}
+    proc = multirun(["model=mega,transformer", "seed=1,2", "logger=wandb"], listops_root, logs, logs / "wandb_home", None)
+    sweeps = sorted((logs / "multiruns").iterdir()) if (logs / "multiruns").is_dir() else []
+    return {"proc": proc, "sweeps": sweeps, "dir": sweeps[0] if sweeps else None, "logs": logs}
 
 
 def test_a_2x2_multirun_makes_four_wandb_runs_in_one_group(sweep_2x2: dict) -> None:
+    """With the default sweep name (the README's ``-m ... seed=1,2``): the command's overrides, one folder, one
+    group and one summary for all four jobs."""
     assert sweep_2x2["proc"].returncode == 0, sweep_2x2["proc"].stderr[-2000:]
+    assert len(sweep_2x2["sweeps"]) == 1, sweep_2x2["sweeps"]
+    assert "model=mega,transformer" in sweep_2x2["dir"].name and "paths.data_dir" not in sweep_2x2["dir"].name
     jobs = collect(sweep_2x2["dir"])
     assert len(jobs) == 4 and all(j["status"] == "finished" for j in jobs)
     assert sorted(j["job"] for j in jobs) == ["model=mega,seed=1", "model=mega,seed=2", "model=transformer,seed=1",
                                               "model=transformer,seed=2"]
     runs = [read_run(d)["run"] for d in sweep_2x2["dir"].glob("*/wandb/offline-run-*")]
-    assert len(runs) == 4 and {r["group"] for r in runs} == {"t2x2"} and {r["job_type"] for r in runs} == {"listops"}
+    assert len(runs) == 4 and {r["group"] for r in runs} == {sweep_2x2["dir"].name} and {r["job_type"] for r in runs} == {"listops"}
     assert sorted(tuple(sorted(r["tags"])) for r in runs) == [("listops", "mega")] * 2 + [("listops", "transformer")] * 2
     assert len({r["id"] for r in runs}) == 4 and all(r["name"].startswith(("mega-listops:", "transformer-listops:")) for r in runs)
-    assert "sweep t2x2: 4 cells" in sweep_2x2["proc"].stdout
+    assert flat(f"sweep {sweep_2x2['dir'].name}: 4 cells") in flat(sweep_2x2["proc"].stdout)
+    summary = json.loads((sweep_2x2["dir"] / "sweep_summary.json").read_text())
+    assert (summary["cells"], summary["finished"], summary["failed"]) == (4, 4, [])
+
+
+def flat(text: str) -> str:
+    """Rich wraps and centres a long table title: compare without whitespace."""
+    return "".join(text.split())
 
 
 def test_the_report_of_the_sweep_has_the_right_cells(sweep_2x2: dict, tmp_path: Path) -> None:
@@ -68,17 +82,32 @@ def test_the_report_of_the_sweep_has_the_right_cells(sweep_2x2: dict, tmp_path: 
 
 
 def test_a_failing_cell_is_isolated_and_a_rerun_skips_finished_cells(listops_root: Path, tmp_path: Path) -> None:
-    args = ["scheduler.decay=linear,bogus"]
-    first = multirun(args, listops_root, tmp_path, tmp_path / "wb", "faulty")
+    """The other cells run, the sweep exits 1 naming the failed one (also in sweep_summary.json); the same command
+    rerun finds the same (default-named) sweep and trains only what did not finish."""
+    args = ["optimizer.lr=1e-3,-1"]
+    first = multirun(args, listops_root, tmp_path, tmp_path / "wb", None)
     assert first.returncode == 1
-    jobs = {j["job"]: j for j in collect(tmp_path / "multiruns" / "faulty")}
-    assert jobs["scheduler.decay=linear"]["status"] == "finished"
-    assert jobs["scheduler.decay=bogus"]["status"] == "failed" and "scheduler.decay='bogus': must be one of" in jobs["scheduler.decay=bogus"]["error"]
-    assert "1 of 2 cells did not finish" in first.stdout + first.stderr
-    second = multirun(args, listops_root, tmp_path, tmp_path / "wb", "faulty")
+    (sweep,) = (tmp_path / "multiruns").iterdir()
+    assert "optimizer.lr=1e-3,-1" in sweep.name
+    jobs = {j["job"]: j for j in collect(sweep)}
+    assert jobs["optimizer.lr=0.001"]["status"] == "finished"
+    assert jobs["optimizer.lr=-1"]["status"] == "failed" and "optimizer.lr=-1: must be a number > 0" in jobs["optimizer.lr=-1"]["error"]
+    assert "1 of 2 cells did not finish: optimizer.lr=-1 (failed: ConfigError: optimizer.lr=-1" in first.stdout + first.stderr
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (summary["sweep"], summary["cells"], summary["finished"], summary["failed"]) == (sweep.name, 2, 1, ["optimizer.lr=-1"])
+    second = multirun(args, listops_root, tmp_path, tmp_path / "wb", None)
     assert second.returncode == 1
     assert "already finished" in second.stdout + second.stderr  # the good cell is not trained again
     assert "finished (earlier)" in second.stdout
+
+
+def test_the_default_sweep_name_is_the_commands_overrides_without_the_excluded_keys() -> None:
+    from lra_bench.training.sweep import default_sweep_name
+
+    exclude = ["paths.data_dir", "sweep_name"]
+    assert default_sweep_name(["seed=1,2,3", "paths.data_dir=/d", "model=mega"], exclude) == "model=mega,seed=1,2,3"
+    assert default_sweep_name(["model=mega", "seed=1,2,3"], exclude) == default_sweep_name(["seed=1,2,3", "model=mega"], exclude)
+    assert default_sweep_name([], exclude) == "default"
 
 
 def test_the_slurm_launcher_preset_composes_with_ddp() -> None:
