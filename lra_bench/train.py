@@ -66,6 +66,8 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Traine
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    if not loggers:  # logger=none: Lightning's LearningRateMonitor refuses a trainer without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
 
