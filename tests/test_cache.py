@@ -121,3 +121,35 @@ def test_changes_are_described_by_source_and_option() -> None:
     old = {"max_length": 2000, "sources": {"train": {"path": "/d/basic_train.tsv", "size": 5, "sha256": "a"}}}
     new = {"max_length": 2048, "sources": {"train": {"path": "/d/basic_train.tsv", "size": 6, "sha256": "b"}}}
     assert describe_changes(old, new) == ["max_length: 2000 -> 2048", "/d/basic_train.tsv: content, size changed"]
+
+
+def test_a_renamed_data_root_keeps_its_cache(tmp_path: Path, caplog) -> None:
+    """The key is the sources' content and the options, not their location: renaming the root (its cache moves with
+    it) builds nothing and logs nothing about a change."""
+    listops(tmp_path / "before")
+    first = ListOpsDataModule(**kw(tmp_path / "before"))
+    first.setup()
+    built = first.cache.meta_path.stat().st_mtime_ns
+    (tmp_path / "before").rename(tmp_path / "after")
+    with caplog.at_level(logging.INFO, logger="lra_bench.data.cache"):
+        again = ListOpsDataModule(**kw(tmp_path / "after"))
+        again.setup()
+    assert again.cache.dir.name == first.cache.dir.name and again.cache.meta_path.stat().st_mtime_ns == built
+    assert "building" not in caplog.text and "differs" not in caplog.text
+
+
+def test_a_first_cache_of_other_sources_says_building_not_changed(tmp_path: Path, caplog) -> None:
+    """Two ListOps folders under one root (the quick and the full data, say): the second's first cache is built
+    from files no cache came from, so nothing 'changed'; an option changed on the same files is named."""
+    listops(tmp_path)
+    ListOpsDataModule(**kw(tmp_path)).setup()
+    generate(tmp_path / "listops-small", {"train": 20, "val": 10, "test": 10}, seed=3,
+             spec=ListOpsSpec(max_depth=3, max_args=3, min_length=5, max_length=40), progress=False)
+    with caplog.at_level(logging.INFO, logger="lra_bench.data.cache"):
+        ListOpsDataModule(**kw(tmp_path), dirname="listops-small").setup()
+    assert "building the listops cache" in caplog.text and "no earlier cache of these sources" in caplog.text
+    assert "changed" not in caplog.text and "differs" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lra_bench.data.cache"):
+        ListOpsDataModule(**kw(tmp_path), dirname="listops-small", max_length=30).setup()
+    assert "building a new listops cache" in caplog.text and "max_length: 2000 -> 30" in caplog.text
