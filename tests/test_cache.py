@@ -153,3 +153,34 @@ def test_a_first_cache_of_other_sources_says_building_not_changed(tmp_path: Path
     with caplog.at_level(logging.INFO, logger="lra_bench.data.cache"):
         ListOpsDataModule(**kw(tmp_path), dirname="listops-small", max_length=30).setup()
     assert "building a new listops cache" in caplog.text and "max_length: 2000 -> 30" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_read_only_data_root_reads_its_complete_cache_and_a_missing_one_names_the_cache_folder(tmp_path: Path) -> None:
+    """The data root, cache built, is bind-mounted read-only (its own mount namespace): the complete cache is read
+    (no lock file created), and a run that needs a new cache stops with one line naming the cache folder (not the
+    run folder) and paths.cache_dir."""
+    from tests.conftest import TINY_RUN
+
+    root, logs, out = tmp_path / "data", tmp_path / "logs", tmp_path / "out"
+    listops(root)
+    ListOpsDataModule(**kw(root)).setup()
+    out.mkdir()
+    read = (f"{sys.executable} -c 'from lra_bench.data.listops import ListOpsDataModule as M; "
+            f"m = M(data_dir=\"{root}\", cache_dir=\"{root / 'cache'}\"); m.setup(); print(len(m.datasets[\"train\"]))'")
+    train = " ".join([sys.executable, "-m", "lra_bench.train", *TINY_RUN, f"paths.data_dir={root}", f"paths.log_dir={logs}"])
+    script = (f"mount --bind {root} {root} && mount -o remount,bind,ro {root} || exit 90\n"
+              f"{read} > {out}/read.out 2> {out}/read.err; echo $? > {out}/read.rc\n"
+              f"{train} > {out}/train.out 2> {out}/train.err; echo $? > {out}/train.rc\n")
+    proc = subprocess.run(["unshare", "--mount", "sh", "-c", script], cwd=Path(__file__).parents[1],
+                          env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "read.rc").read_text().strip() == "0", (out / "read.err").read_text()[-3000:]
+    assert (out / "read.out").read_text().strip() == "30"
+    err = (out / "train.err").read_text()
+    assert (out / "train.rc").read_text().strip() == "2", err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"error: cannot write the listops preprocessing cache in {root / 'cache'}: "
+                                            "Read-only file system. Set paths.cache_dir=<a writable folder with free "
+                                            "space> (the data root itself may stay read-only)")
+    assert "Traceback" not in err
