@@ -31,6 +31,7 @@ import os
 import random
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -39,6 +40,18 @@ from lra_bench.errors import RunFolderBusy
 from lra_bench.training.run_lock import RunLock
 
 GENERATOR_ADVICE = "Wait for that generator to finish or stop it, or write to another --out-dir"
+
+
+@contextmanager
+def generator_lock(folder: Path) -> Iterator[None]:
+    """One generator per output folder (``RunFolderBusy`` names the other); the lock file is removed when done,
+    before the lock is released, so the folder ends holding only the data."""
+    lock = RunLock(folder, advice=GENERATOR_ADVICE).acquire()
+    try:
+        yield
+    finally:
+        lock.path.unlink(missing_ok=True)
+        lock.release()
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -206,7 +219,7 @@ def generate(
     for split, n in counts.items():
         if n < 0:
             raise ValueError(f"--{split} must be >= 0 (got {n})")
-    with RunLock(Path(out_dir), advice=GENERATOR_ADVICE):
+    with generator_lock(Path(out_dir)):
         return _generate(Path(out_dir), counts, seed, spec, workers, progress, task)
 
 

@@ -38,9 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data_prep.listops import GENERATOR_ADVICE
+from data_prep.listops import generator_lock
 from lra_bench.errors import RunFolderBusy
-from lra_bench.training.run_lock import RunLock
 
 DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
 
@@ -513,7 +512,7 @@ def generate(out_dir: str | os.PathLike, resolution: int, difficulty: str, num_i
     if num_images < 1 or images_per_batch < 1:
         raise ValueError("--num-images and --images-per-batch must be >= 1")
     root = Path(out_dir) / f"pathfinder{resolution}" / difficulty
-    with RunLock(root, advice=GENERATOR_ADVICE):
+    with generator_lock(root):
         return _generate(root, params, difficulty, num_images, seed, workers, images_per_batch, progress)
 
 
