@@ -31,6 +31,7 @@ from lra_bench.training.loggers import finish_wandb
 from lra_bench.training.module import LRAModule
 from lra_bench.training.options import check_options
 from lra_bench.errors import ConfigError, RunStorageError
+from lra_bench.training import data_identity
 from lra_bench.training.checkpoint_io import atomic_write
 from lra_bench.training.run_lock import RunLock
 from lra_bench.training.run_state import (checkpoint_step, clear_error, finished_result, record_error, remove_stale_temp_files,
@@ -112,6 +113,7 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
         log.info("%s", cfg.note)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
+    data_identity.check(Path(cfg.paths.output_dir), datamodule, continuing=ckpt_path is not None)
     logged = OmegaConf.to_container(cfg, resolve=True)
     logged.pop("hydra", None)
     for logger in trainer.loggers:
@@ -207,6 +209,7 @@ def _train_in(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             log.info("rerun=true: the previous attempt is in %s", moved)
     done = finished_result(out_dir)
     if done is not None and cfg.train:
+        data_identity.check_finished(out_dir, cfg.task.datamodule)
         log.info("%s already finished (result.json); rerun=true starts it over", out_dir)
         (out_dir / "skipped.txt").write_text(f"skipped at {time.strftime('%Y-%m-%d %H:%M:%S')}: already finished\n")
         print_summary(done, out_dir)

@@ -6,6 +6,7 @@ harness now rebuilds and says why.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -184,3 +185,40 @@ def test_a_read_only_data_root_reads_its_complete_cache_and_a_missing_one_names_
                                             "Read-only file system. Set paths.cache_dir=<a writable folder with free "
                                             "space> (the data root itself may stay read-only)")
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_run_folder_refuses_other_data_on_resume_and_on_a_finished_rerun(tmp_path: Path) -> None:
+    """Killed, then the data regenerated with another seed (another root here): the resume refuses with one line
+    naming both identities instead of training on the new rows; rerun=true starts over on them; the finished run,
+    rerun on the first data, refuses instead of printing a result of other data."""
+    from lra_bench.config import PROJECT_ROOT
+    from tests.conftest import TINY_RUN
+
+    roots = {}
+    for seed in (0, 1):
+        roots[seed] = tmp_path / f"data{seed}"
+        generate(roots[seed] / "listops-1000", {"train": 64, "val": 16, "test": 16}, seed=seed,
+                 spec=ListOpsSpec(max_depth=3, max_args=3, min_length=5, max_length=40), progress=False)
+    logs = tmp_path / "logs"
+
+    def train(root: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "lra_bench.train", *TINY_RUN, "trainer.max_epochs=2", "checkpoint_every_n_steps=2",
+               f"paths.data_dir={root}", f"paths.log_dir={logs}", "+callbacks.kill._target_=tests.helpers.KillAtStep",
+               "+callbacks.kill.step=3", f"+callbacks.kill.marker={logs}/killed", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
+
+    killed = train(roots[0])
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    refused = train(roots[1])
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "was trained on data listops-" in line and f"(from {roots[0]})" in line
+    assert f"(from {roots[1]})" in line and "rerun=true" in line and "Traceback" not in refused.stderr
+    over = train(roots[1], "rerun=true")
+    assert over.returncode == 0, over.stderr[-2000:]
+    (folder,) = (logs / "runs").glob("*/*")
+    assert json.loads((folder / "result.json").read_text())["global_step"] == 8  # 64 rows / 16, two epochs, from 0
+    again = train(roots[0])
+    assert again.returncode == 2 and "already finished" not in again.stdout + again.stderr, again.stderr[-2000:]
+    assert f"(from {roots[1]})" in again.stderr.strip().splitlines()[-1]

@@ -122,7 +122,7 @@ def clear_error(run_dir: Path) -> None:
 def set_aside(run_dir: Path) -> Path | None:
     """``rerun=true``: move the previous attempt's results, checkpoints and W&B id into ``previous-<time>/``."""
     run_dir = Path(run_dir)
-    names = ["result.json", "error.json", "checkpoints", "wandb_id.txt", "csv"]
+    names = ["result.json", "error.json", "checkpoints", "wandb_id.txt", "csv", "data_identity.json"]
     present = [run_dir / n for n in names if (run_dir / n).exists()]
     if not present:
         return None
