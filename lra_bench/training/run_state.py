@@ -133,6 +133,28 @@ def set_aside(run_dir: Path) -> Path | None:
     return target
 
 
+def set_aside_once_per_job(run_dir: Path) -> tuple[Path | None, str | None]:
+    """``rerun=true`` inside a scheduler job: SLURM requeues a job (preemption, ``max_num_timeout``) by running the
+    same command again, ``rerun=true`` included, under the same ``SLURM_JOB_ID``. Only the job's first attempt sets
+    the previous progress aside; it records its job id in ``<run>/rerun_job.txt``, and a later attempt of the same
+    job resumes what the first started. ``LRA_JOB_ID`` names the job for other schedulers; with neither, every
+    command is a new job. Returns (where the progress went, or None; the job id when this is a requeued attempt)."""
+    run_dir = Path(run_dir)
+    job = os.environ.get("LRA_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    marker = run_dir / "rerun_job.txt"
+    try:
+        same_job = bool(job) and marker.read_text().strip() == job
+    except OSError:
+        same_job = False
+    if same_job:
+        return None, job
+    moved = set_aside(run_dir)
+    if job:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(job + "\n")
+    return moved, None
+
+
 def truncate_metrics(csv_path: Path, before_step: int) -> int:
     """Drop the rows a killed attempt logged at or after ``before_step`` (the step the resumed checkpoint holds):
     the resumed run logs those steps again, so the CSV ends as an uninterrupted run's. Returns the rows dropped."""
