@@ -219,9 +219,12 @@ def _train_in(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         periodic = stopping.time_cut_resume_point(out_dir)
         if periodic is None:
             log.info("no periodic checkpoint to go on from exactly: starting over (the cut run is in %s)", set_aside(out_dir))
-        elif not cfg.get("ckpt_path"):
-            with open_dict(cfg):
-                cfg.ckpt_path = str(periodic)
+        else:
+            # from here it is an interrupted run like any other (a kill resumes it); the cut result is kept beside
+            os.replace(out_dir / "result.json", out_dir / "result-cut-by-max_time.json")
+            if not cfg.get("ckpt_path"):
+                with open_dict(cfg):
+                    cfg.ckpt_path = str(periodic)
     elif done is not None and cfg.train:
         log.info("%s already finished (result.json); rerun=true starts it over", out_dir)
         (out_dir / "skipped.txt").write_text(f"skipped at {time.strftime('%Y-%m-%d %H:%M:%S')}: already finished\n")

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # bump when the cached layout changes
 HASH_LIMIT = 512 * 2**20  # files up to this size are keyed by their content hash too (ListOps, CIFAR, metadata)
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)  # a cache folder we cannot build in
 IDENTITY_KEYS = ("size", "mtime_ns", "ctime_ns", "sha256", "files", "bytes", "listing")
 
 
@@ -240,9 +241,11 @@ class SplitCache:
         try:
             return self._build_locked(write_split, verify)
         except OSError as e:
-            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+            # pyarrow's write errors carry no errno, only the system's message
+            code = e.errno or next((c for c in UNWRITABLE if os.strerror(c) in str(e)), None)
+            if code not in UNWRITABLE:
                 raise
-            raise DataError(f"cannot write the {self.task} preprocessing cache in {self.dir.parent}: {os.strerror(e.errno)}. "
+            raise DataError(f"cannot write the {self.task} preprocessing cache in {self.dir.parent}: {os.strerror(code)}. "
                             "Set paths.cache_dir=<a writable folder with free space> (the data root itself may stay "
                             "read-only)") from e
 
