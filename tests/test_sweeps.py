@@ -162,8 +162,8 @@ def test_the_same_sweep_started_twice_runs_each_job_once(listops_root: Path, tmp
 @pytest.mark.slow
 def test_a_run_cut_by_its_time_limit_says_so_and_a_requeued_rerun_true_job_resumes_it(listops_root: Path,
                                                                                        tmp_path: Path) -> None:
-    """``rerun=true`` under SLURM job 7 and a 3 s ``trainer.max_time`` (12 steps of at least 0.5 s): cut by time, result.json says
-    ``stop_reason: max_time`` and the summary says it plainly. The job requeued (same command and job id; here with
+    """``rerun=true`` under SLURM job 7 and a 2 s ``trainer.max_time`` (12 steps of at least 0.3 s): cut by time,
+    result.json says ``stop_reason: max_time`` and the summary says it plainly. The job requeued (same command and job id; here with
     no time limit) resumes instead of setting the progress aside again, and ends at max_epochs. Another job with
     rerun=true starts over."""
     from tests.conftest import TINY_RUN
@@ -171,15 +171,15 @@ def test_a_run_cut_by_its_time_limit_says_so_and_a_requeued_rerun_true_job_resum
     def train(job: str, *extra: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "lra_bench.train", *TINY_RUN, "trainer.max_epochs=2", "checkpoint_every_n_steps=1",
                f"paths.data_dir={listops_root}", f"paths.log_dir={tmp_path}", "rerun=true",
-               "+callbacks.slow._target_=tests.helpers.SlowDown", "+callbacks.slow.seconds=0.5", *extra]
+               "+callbacks.slow._target_=tests.helpers.SlowDown", "+callbacks.slow.seconds=0.3", *extra]
         env = os.environ | {"SLURM_JOB_ID": job}
         return subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=600)
 
-    cut = train("7", "trainer.max_time=00:00:00:03")
+    cut = train("7", "trainer.max_time=00:00:00:02")
     assert cut.returncode == 0, cut.stderr[-2000:]
     (folder,) = (tmp_path / "runs").glob("*/*")
     first = json.loads((folder / "result.json").read_text())
-    assert first["stop_reason"] == "max_time" and first["max_time_s"] == 3 and first["global_step"] < 12
+    assert first["stop_reason"] == "max_time" and first["max_time_s"] == 2 and first["global_step"] < 12
     assert first["planned_steps"] == 12 and flat("the time limit fired") in flat(cut.stdout)
     requeued = train("7", "trainer.max_time=null")
     assert requeued.returncode == 0, requeued.stderr[-2000:]
