@@ -190,3 +190,18 @@ def test_a_run_cut_by_its_time_limit_says_so_and_a_requeued_rerun_true_job_resum
     assert (done["stop_reason"], done["global_step"]) == ("max_epochs", 12) and flat("time limit fired") not in flat(requeued.stdout)
     again = train("8", "trainer.max_time=00:00:00:01")
     assert again.returncode == 0 and len(list(folder.glob("previous-*"))) == 1, again.stderr[-2000:]
+
+
+def test_the_sweep_table_says_which_cells_their_time_limit_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lra_bench.training.sweep import print_table
+
+    for seed, reason in ((1, "max_time"), (2, "max_epochs")):
+        job = tmp_path / f"seed={seed}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- model=mega\n")
+        (job / "result.json").write_text(json.dumps({"val/acc_best": 0.5, "test/acc": 0.25, "stop_reason": reason}))
+    rows = collect(tmp_path)
+    assert [(r["job"], r["stop_reason"]) for r in rows] == [("seed=1", "max_time"), ("seed=2", "max_epochs")]
+    print_table("s", rows)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if "cut by trainer.max_time" in line] == [next(x for x in lines if "seed=1" in x)]

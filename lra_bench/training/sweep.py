@@ -56,7 +56,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         if (folder / "result.json").is_file():
             result = json.loads((folder / "result.json").read_text())
             row |= {"status": "finished", "val/acc_best": result.get("val/acc_best"), "test/acc": result.get("test/acc"),
-                    "skipped": (folder / "skipped.txt").is_file()}
+                    "stop_reason": result.get("stop_reason"), "skipped": (folder / "skipped.txt").is_file()}
         elif (holder := RunLock(folder).held_elsewhere()) is not None:  # the same job, started by another command
             row |= {"status": "running", "error": f"being written by pid {holder.get('pid')}"}
         elif (folder / "error.json").is_file():
@@ -92,7 +92,7 @@ class SweepSummary(Callback):
             atomic_write(sweep_dir / "sweep_summary.json", lambda f: f.write(text))
         if failed:
             log.error("%d of %d cells did not finish: %s; rerun the same command to retry only those", len(failed),
-                      len(rows), "; ".join(f"{r['job']} ({r['status']}: {r.get('error', '')[:200]})" for r in failed))
+                      len(rows), "; ".join(f"{r['job']} ({r['status']}: {r.get('error') or 'no result.json'}"[:300] + ")" for r in failed))
             raise SystemExit(1)
 
 
@@ -107,7 +107,8 @@ def print_table(name: str, rows: list[dict[str, Any]]) -> None:
         if r["status"] == "finished":
             note = f"{100 * r['test/acc']:.2f}%" if isinstance(r.get("test/acc"), float) else "-"
             acc = f"{100 * r['val/acc_best']:.2f}%" if isinstance(r.get("val/acc_best"), float) else "-"
-            table.add_row(r["job"], "finished" + (" (earlier)" if r["skipped"] else ""), acc, note)
+            cut = " (cut by trainer.max_time)" if r.get("stop_reason") == "max_time" else ""
+            table.add_row(r["job"], "finished" + (" (earlier)" if r["skipped"] else "") + cut, acc, note)
         else:
             table.add_row(r["job"], r["status"], "-", r.get("error", "")[:100])
     Console().print(table)
