@@ -14,7 +14,6 @@ already spent).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +33,11 @@ def time_limit_s(max_time: Any) -> float | None:
 
 
 def stop_reason(trainer: pl.Trainer, fitted: bool) -> dict[str, Any]:
-    """``stop_reason`` and, when a time limit was set, ``max_time_s``; ``planned_steps`` where the schedule is finite."""
+    """``stop_reason`` and, when a time limit was set, ``max_time_s``."""
     out: dict[str, Any] = {}
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     if timer is not None and timer._duration is not None:
         out["max_time_s"] = timer._duration
-    planned = trainer.estimated_stepping_batches if fitted else math.inf
-    if math.isfinite(planned):
-        out["planned_steps"] = int(planned)
     if not fitted:
         return out | {"stop_reason": "not_trained"}
     if any(isinstance(c, ChanceDiagnosis) and c.stopped_early for c in trainer.callbacks):

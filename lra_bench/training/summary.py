@@ -60,7 +60,6 @@ def print_summary(result: dict[str, Any], out_dir: Path | None = None) -> None:
 
 def time_limit_note(result: dict[str, Any]) -> str:
     """Said plainly under the table: the time limit, not the schedule, ended the run, and how to go on."""
-    planned = f" of the {result['planned_steps']:,} planned" if result.get("planned_steps") else ""
     return (f"the time limit fired: trainer.max_time ({_fmt(result.get('max_time_s'), 's')}) stopped the run after "
-            f"{result.get('global_step', 0):,}{planned} optimizer steps, so this result is of a shortened run. Rerun the "
-            "same command with a longer trainer.max_time (or trainer.max_time=null) to continue it from its newest checkpoint")
+            f"{result.get('global_step', 0):,} optimizer steps, before its schedule ended: this result is of a shortened run. Rerun the "
+            "same command with a longer trainer.max_time (or trainer.max_time=null) to continue it from its periodic checkpoint")
