@@ -3,8 +3,9 @@
 Chance is the majority-class rate p0 of the validation rows actually validated (what always answering the most
 common label scores on them): counted from the labels of the validation batches, so ``trainer.limit_val_batches``
 (part of the split) gives the band of the rows it validated; before the first validation, the data cache's label
-counts of the whole split (else 1/K for K classes). With n validated samples, the accuracy of a model at chance varies by its binomial standard error, so the run is "within noise
-of chance" while its best validation accuracy so far stays at or below
+counts of the whole split (else 1/K for K classes). With n validated samples, the accuracy of a model at chance
+varies by its binomial standard error, so the run is "within noise of chance" while its best validation accuracy
+so far stays at or below
 
     threshold = p0 + z * sqrt(p0 (1 - p0) / n)        (z = 3 by default: the check takes the best of several
                                                        evaluations, and the max of noisy draws of a stuck run
@@ -86,12 +87,13 @@ class ChanceDiagnosis(pl.Callback):
         self.threshold: float | None = None
         self.source = ""
         self._label_counts: Any = None  # per class, over this validation's batches (a tensor on the model's device)
+        self._split_rows: int | None = None  # the whole validation split, to say when fewer rows were validated
 
     # --- the check ------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         num_classes = getattr(pl_module, "hparams", {}).get("num_classes")
         self.p0, self.n, self.source = chance_rate(trainer.datamodule, num_classes)
-        self._split_rows = self.n  # the whole validation split, to say when fewer rows were validated
+        self._split_rows = self.n
         self.threshold = noise_threshold(self.p0, self.n, self.z)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -123,7 +125,7 @@ class ChanceDiagnosis(pl.Callback):
         n = int(round(sum(counts)))
         if n <= 0:
             return
-        whole = getattr(self, "_split_rows", None)
+        whole = self._split_rows
         self.p0, self.n = max(counts) / n, n
         self.threshold = noise_threshold(self.p0, self.n, self.z)
         part = f" of {whole}, trainer.limit_val_batches" if whole and whole != n else ""
