@@ -45,11 +45,13 @@ def is_multirun() -> bool:
 
 
 def _sweep_name() -> str:
-    """Default multirun name: the command's overrides as a folder name (stable across reruns)."""
-    from lra_bench.training.run_state import slug
+    """Default multirun name. A multirun's is set once, from the whole command, by ``SweepSummary.on_multirun_start``
+    (lra_bench/training/sweep.py) in the resolver's cache, which Hydra copies into every job's config; this runs
+    only where nothing set it (a single run: its own overrides)."""
+    from lra_bench.training.sweep import default_sweep_name
 
     hc = hydra_runtime()
-    return slug(",".join(hc.overrides.task)) if hc is not None else "adhoc"
+    return default_sweep_name(hc.overrides.task, hc.job.config.override_dirname.exclude_keys) if hc is not None else "adhoc"
 
 
 def _run_label(run_name: str) -> str:
@@ -68,7 +70,8 @@ _RESOLVERS = {
 }
 for _name, _fn in _RESOLVERS.items():
     if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _fn)
+        # cached: Hydra copies a multirun's resolver cache into each job (load_sweep_config), so all jobs share one name
+        OmegaConf.register_new_resolver(_name, _fn, use_cache=_name == "lra_sweep_name")
 
 
 def runtime_searchpath(cfg: DictConfig | None = None) -> list[str]:

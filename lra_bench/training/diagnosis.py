@@ -1,9 +1,11 @@
 """Did it learn? A callback that tells a run stuck at chance from one that learns.
 
-Chance is the majority-class rate p0 of the validation split (what always answering the most common label
-scores; from the label counts in the data cache's meta.json, else 1/K for K classes). With n validation
-samples, the accuracy of a model at chance varies by its binomial standard error, so the run is "within noise
-of chance" while its best validation accuracy so far stays at or below
+Chance is the majority-class rate p0 of the validation rows actually validated (what always answering the most
+common label scores on them): counted from the labels of the validation batches, so ``trainer.limit_val_batches``
+(part of the split) gives the band of the rows it validated; before the first validation, the data cache's label
+counts of the whole split (else 1/K for K classes). With n validated samples, the accuracy of a model at chance
+varies by its binomial standard error, so the run is "within noise of chance" while its best validation accuracy
+so far stays at or below
 
     threshold = p0 + z * sqrt(p0 (1 - p0) / n)        (z = 3 by default: the check takes the best of several
                                                        evaluations, and the max of noisy draws of a stuck run
@@ -84,17 +86,58 @@ class ChanceDiagnosis(pl.Callback):
         self.n: int | None = None
         self.threshold: float | None = None
         self.source = ""
+        self._label_counts: Any = None  # per class, over this validation's batches (a tensor on the model's device)
+        self._split_rows: int | None = None  # the whole validation split, to say when fewer rows were validated
 
     # --- the check ------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         num_classes = getattr(pl_module, "hparams", {}).get("num_classes")
         self.p0, self.n, self.source = chance_rate(trainer.datamodule, num_classes)
+        self._split_rows = self.n
         self.threshold = noise_threshold(self.p0, self.n, self.z)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._label_counts = None
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        import torch
+
+        labels = batch.labels if hasattr(batch, "labels") else batch[-1]
+        counts = torch.bincount(labels.long().flatten())  # on the device: no sync per batch
+        if self._label_counts is not None:
+            size = max(len(counts), len(self._label_counts))
+            counts = torch.nn.functional.pad(counts, (0, size - len(counts)))
+            counts += torch.nn.functional.pad(self._label_counts, (0, size - len(self._label_counts)))
+        self._label_counts = counts
+
+    def _use_validated_rows(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """p0 and n of the rows this validation ran on (all ranks' together), the band computed from them."""
+        import torch
+
+        num_classes = int(getattr(pl_module, "hparams", {}).get("num_classes") or 0)
+        local = self._label_counts
+        size = max(num_classes, len(local))
+        counts = torch.nn.functional.pad(local, (0, size - len(local))).float()
+        counts = trainer.strategy.reduce(counts, reduce_op="sum").tolist()  # one sync per validation
+        n = int(round(sum(counts)))
+        if n <= 0:
+            return
+        whole = self._split_rows
+        self.p0, self.n = max(counts) / n, n
+        self.threshold = noise_threshold(self.p0, self.n, self.z)
+        part = f" of {whole}, trainer.limit_val_batches" if whole and whole != n else ""
+        self.source = f"majority-class rate of the {n} validated rows{part}"
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after the epoch's metrics are computed and logged (callback_metrics holds this validation's accuracy)
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or self.monitor not in trainer.callback_metrics:
             return
+        if self._label_counts is not None:
+            self._use_validated_rows(trainer, pl_module)
+            self._label_counts = None
         self.best = max(self.best, float(trainer.callback_metrics[self.monitor]))
         estimated = trainer.estimated_stepping_batches
         if not math.isfinite(estimated):  # no step or epoch limit (max_time only): no fraction to wait for

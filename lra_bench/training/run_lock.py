@@ -21,9 +21,16 @@ from lra_bench.errors import RunFolderBusy
 log = logging.getLogger(__name__)
 
 
+RUN_ADVICE = ("One run folder has one writer: wait for that run to finish (then rerun to see its result), stop it, or "
+              "change an override to get another folder")
+
+
 class RunLock:
-    def __init__(self, run_dir: Path):
+    """``advice``: what the refusal tells the user to do (the data generators lock their output folder too)."""
+
+    def __init__(self, run_dir: Path, advice: str = RUN_ADVICE):
         self.path = Path(run_dir) / ".lock"
+        self.advice = advice
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
@@ -36,9 +43,7 @@ class RunLock:
             os.close(fd)
             who = (f"pid {holder.get('pid')}, started {holder.get('started')}: {holder.get('command')}" if holder
                    else "another process")
-            raise RunFolderBusy(
-                f"{self.path.parent} is being written by {who}. One run folder has one writer: wait for that run to "
-                "finish (then rerun to see its result), stop it, or change an override to get another folder") from None
+            raise RunFolderBusy(f"{self.path.parent} is being written by {who}. {self.advice}") from None
         previous = self.holder()
         if previous.get("pid") and previous.get("pid") != os.getpid():
             log.info("taking over %s from pid %s, which is no longer running", self.path, previous["pid"])

@@ -1,4 +1,5 @@
-"""The table printed at the end of every run: accuracy, speed, memory, size and wall time."""
+"""The table printed at the end of every run: accuracy, speed, memory, size, wall time and why it stopped (a line
+says so plainly when the time limit, not the schedule, ended it)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ ROWS = (
     ("peak memory", "perf/peak_memory_mb", "mb"),
     ("parameters (non-embedding)", "model/params_non_embedding", "int"),
     ("optimizer steps", "global_step", "int"),
+    ("stopped by", "stop_reason", "str"),
     ("wall time", "wall_time_s", "s"),
 )
 
@@ -50,5 +52,14 @@ def print_summary(result: dict[str, Any], out_dir: Path | None = None) -> None:
             table.add_row(label, str(value) if kind == "str" else _fmt(value, kind))
     console = Console()
     console.print(table)
+    if result.get("stop_reason") == "max_time":
+        console.print(time_limit_note(result))
     if out_dir is not None:
         console.print(f"run folder: {out_dir}  (result.json, checkpoints/, csv/metrics.csv, wandb/)")
+
+
+def time_limit_note(result: dict[str, Any]) -> str:
+    """Said plainly under the table: the time limit, not the schedule, ended the run, and how to go on."""
+    return (f"the time limit fired: trainer.max_time ({_fmt(result.get('max_time_s'), 's')}) stopped the run after "
+            f"{result.get('global_step', 0):,} optimizer steps, before its schedule ended: this result is of a shortened run. Rerun the "
+            "same command with a longer trainer.max_time (or trainer.max_time=null) to continue it from its periodic checkpoint")
