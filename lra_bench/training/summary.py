@@ -55,7 +55,15 @@ def print_summary(result: dict[str, Any], out_dir: Path | None = None) -> None:
     if result.get("stop_reason") == "max_time":
         console.print(time_limit_note(result))
     if out_dir is not None:
-        console.print(f"run folder: {out_dir}  (result.json, checkpoints/, csv/metrics.csv, wandb/)")
+        console.print(f"run folder: {out_dir}  ({', '.join(folder_contents(out_dir))})")
+
+
+RUN_FILES = ("result.json", "checkpoints/", "csv/metrics.csv", "wandb/")
+
+
+def folder_contents(out_dir: Path) -> list[str]:
+    """The run folder's outputs that exist: a run with logger=csv has no wandb/, logger=none no csv/metrics.csv."""
+    return [name for name in RUN_FILES if (out_dir / name.rstrip("/")).exists()]
 
 
 def time_limit_note(result: dict[str, Any]) -> str:
