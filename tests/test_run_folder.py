@@ -16,7 +16,7 @@ from lra_bench import train as train_mod
 from lra_bench.errors import RunFolderBusy
 from lra_bench.training.checkpoint_io import atomic_write
 from lra_bench.training.run_lock import RunLock
-from lra_bench.training.run_state import remove_stale_temp_files, resume_checkpoint
+from lra_bench.training.run_state import finished_result, remove_stale_temp_files, resume_checkpoint
 
 
 def fake_checkpoint(path: Path, step: int) -> None:
@@ -46,6 +46,15 @@ def test_a_failed_write_removes_its_temp_file(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         atomic_write(target, lambda f: (f.write(b"{"), (_ for _ in ()).throw(RuntimeError("boom"))))
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("text", ["[]", '"done"', "null", "3", "{}", '{"test/acc": 0.5}'])
+def test_a_result_json_that_is_not_a_runs_result_leaves_the_run_unfinished(tmp_path: Path, text: str) -> None:
+    # a JSON array once reached result.get(...) in the rerun's time-limit check: a traceback instead of a resume
+    (tmp_path / "result.json").write_text(text)
+    assert finished_result(tmp_path) is None
+    (tmp_path / "result.json").write_text('{"task": "listops", "model": "mega", "test/acc": 0.5}')
+    assert finished_result(tmp_path) == {"task": "listops", "model": "mega", "test/acc": 0.5}
 
 
 def test_resume_never_starts_over_while_a_readable_checkpoint_exists(tmp_path: Path) -> None:

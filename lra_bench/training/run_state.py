@@ -13,6 +13,7 @@ see conf/hydra/default.yaml), so rerunning a command finds its own folder:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,11 +35,18 @@ def slug(overrides: str, max_len: int = 96) -> str:
 
 
 def finished_result(run_dir: Path) -> dict[str, Any] | None:
+    """The finished run's result, or None when ``result.json`` is absent or is not a run's result (truncated, a JSON
+    value other than an object with its task and model): such a run is not finished, it resumes and rewrites it."""
     path = Path(run_dir) / "result.json"
     try:
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(result, dict) or not {"task", "model"} <= result.keys():
+        logging.getLogger(__name__).warning("%s is not a run's result (a JSON object with its task and model): the run "
+                                            "is taken as unfinished and resumes", path)
+        return None
+    return result
 
 
 def checkpoint_step(path: Path) -> int:
