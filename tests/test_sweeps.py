@@ -168,11 +168,11 @@ def test_a_run_cut_by_its_time_limit_says_so_and_a_requeued_rerun_true_job_resum
     rerun=true starts over."""
     from tests.conftest import TINY_RUN
 
-    def train(job: str, *extra: str) -> subprocess.CompletedProcess:
+    def train(job: str, *extra: str, restart: str = "0") -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "lra_bench.train", *TINY_RUN, "trainer.max_epochs=2", "checkpoint_every_n_steps=1",
                f"paths.data_dir={listops_root}", f"paths.log_dir={tmp_path}", "rerun=true",
                "+callbacks.slow._target_=tests.helpers.SlowDown", "+callbacks.slow.seconds=0.3", *extra]
-        env = os.environ | {"SLURM_JOB_ID": job}
+        env = os.environ | {"SLURM_JOB_ID": job, "SLURM_RESTART_COUNT": restart}
         return subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=600)
 
     cut = train("7", "trainer.max_time=00:00:00:02")
@@ -181,7 +181,7 @@ def test_a_run_cut_by_its_time_limit_says_so_and_a_requeued_rerun_true_job_resum
     first = json.loads((folder / "result.json").read_text())
     assert first["stop_reason"] == "max_time" and first["max_time_s"] == 2 and first["global_step"] < 12
     assert flat("the time limit fired") in flat(cut.stdout) and "planned_steps" not in first
-    requeued = train("7", "trainer.max_time=null")
+    requeued = train("7", "trainer.max_time=null", restart="1")
     assert requeued.returncode == 0, requeued.stderr[-2000:]
     log = requeued.stdout + requeued.stderr
     assert "job 7 already started this run over" in log and "cut by its time limit" in log and "resuming from" in log
@@ -190,6 +190,34 @@ def test_a_run_cut_by_its_time_limit_says_so_and_a_requeued_rerun_true_job_resum
     assert (done["stop_reason"], done["global_step"]) == ("max_epochs", 12) and flat("time limit fired") not in flat(requeued.stdout)
     again = train("8", "trainer.max_time=00:00:00:01")
     assert again.returncode == 0 and len(list(folder.glob("previous-*"))) == 1, again.stderr[-2000:]
+
+
+def test_rerun_true_sets_aside_once_per_slurm_attempt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A requeue (same SLURM_JOB_ID, higher SLURM_RESTART_COUNT) resumes; a second command in the same attempt (an
+    salloc shell, a batch script running it twice) is a new rerun=true and starts over, as the README says."""
+    from lra_bench.training.run_state import set_aside_once_per_job
+
+    def finished_once() -> None:
+        (tmp_path / "result.json").write_text("{}")
+
+    monkeypatch.delenv("LRA_JOB_ID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    finished_once()
+    moved, requeued = set_aside_once_per_job(tmp_path)
+    assert moved is not None and requeued is None
+    finished_once()
+    moved, requeued = set_aside_once_per_job(tmp_path)  # the same attempt, a second command: start over again
+    assert moved is not None and requeued is None
+    assert len(list(tmp_path.glob("previous-*"))) == 2  # each set aside apart, even within one second
+    finished_once()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # requeued by SLURM: resume
+    assert set_aside_once_per_job(tmp_path) == (None, "7") and (tmp_path / "result.json").is_file()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert set_aside_once_per_job(tmp_path) == (None, "7")
+    monkeypatch.setenv("LRA_JOB_ID", "x")  # other schedulers: every attempt of the job resumes
+    set_aside_once_per_job(tmp_path)
+    assert set_aside_once_per_job(tmp_path) == (None, "x")
 
 
 def test_the_sweep_table_says_which_cells_their_time_limit_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

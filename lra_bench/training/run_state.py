@@ -130,12 +130,16 @@ def clear_error(run_dir: Path) -> None:
 def set_aside(run_dir: Path) -> Path | None:
     """``rerun=true``: move the previous attempt's results, checkpoints and W&B id into ``previous-<time>/``."""
     run_dir = Path(run_dir)
-    names = ["result.json", "error.json", "checkpoints", "wandb_id.txt", "csv", "data_identity.json"]
+    names = ["result.json", "result-cut-by-max_time.json", "error.json", "checkpoints", "wandb_id.txt", "csv",
+             "data_identity.json"]
     present = [run_dir / n for n in names if (run_dir / n).exists()]
     if not present:
         return None
-    target = run_dir / time.strftime("previous-%Y%m%d-%H%M%S")
-    target.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("previous-%Y%m%d-%H%M%S")
+    target, n = run_dir / stamp, 1
+    while target.exists():  # two reruns within one second keep both attempts apart
+        target, n = run_dir / f"{stamp}-{n}", n + 1
+    target.mkdir(parents=True)
     for p in present:
         shutil.move(str(p), target / p.name)
     return target
@@ -143,24 +147,27 @@ def set_aside(run_dir: Path) -> Path | None:
 
 def set_aside_once_per_job(run_dir: Path) -> tuple[Path | None, str | None]:
     """``rerun=true`` inside a scheduler job: SLURM requeues a job (preemption, ``max_num_timeout``) by running the
-    same command again, ``rerun=true`` included, under the same ``SLURM_JOB_ID``. Only the job's first attempt sets
-    the previous progress aside; it records its job id in ``<run>/rerun_job.txt``, and a later attempt of the same
-    job resumes what the first started. ``LRA_JOB_ID`` names the job for other schedulers; with neither, every
-    command is a new job. Returns (where the progress went, or None; the job id when this is a requeued attempt)."""
+    same command again, ``rerun=true`` included, under the same ``SLURM_JOB_ID`` and a higher
+    ``SLURM_RESTART_COUNT``. Only the job's first attempt sets the previous progress aside; it records the job in
+    ``<run>/rerun_job.txt``, and a requeued attempt resumes what the first started. Another command in the same
+    allocation (same job id and restart count: an ``salloc`` shell, a script running two commands) is a new rerun
+    and starts over again. ``LRA_JOB_ID`` names the attempt's job for other schedulers (every attempt of it
+    resumes); with neither, every command is a new job. Returns (where the progress went, or None; the job id when
+    this is a requeued attempt)."""
     run_dir = Path(run_dir)
     job = os.environ.get("LRA_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    attempt = "" if os.environ.get("LRA_JOB_ID") or not job else os.environ.get("SLURM_RESTART_COUNT", "0")
     marker = run_dir / "rerun_job.txt"
     try:
-        same_job = bool(job) and marker.read_text().strip() == job
+        recorded_job, _, recorded_attempt = marker.read_text().strip().partition(" ")
     except OSError:
-        same_job = False
-    if same_job:
-        return None, job
-    moved = set_aside(run_dir)
-    if job:
+        recorded_job, recorded_attempt = "", ""
+    requeued = bool(job) and recorded_job == job and (not attempt or attempt != recorded_attempt)
+    moved = None if requeued else set_aside(run_dir)
+    if job:  # this attempt is recorded, so a second command inside it starts over again
         run_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(job + "\n")
-    return moved, None
+        marker.write_text(f"{job} {attempt}".strip() + "\n")
+    return moved, job if requeued else None
 
 
 def truncate_metrics(csv_path: Path, before_step: int) -> int:
