@@ -220,6 +220,20 @@ def test_rerun_true_sets_aside_once_per_slurm_attempt(tmp_path: Path, monkeypatc
     assert set_aside_once_per_job(tmp_path) == (None, "x")
 
 
+def test_the_sweep_summary_lists_a_cell_with_a_malformed_record_as_failed(tmp_path: Path) -> None:
+    """A job folder whose result.json or error.json is not a record (a JSON array, truncated) is a failed cell in
+    the summary, not a traceback at the end of the sweep ('list' has no .get, JSONDecodeError)."""
+    for seed, name, text in ((1, "result.json", "[]"), (2, "result.json", "{"), (3, "error.json", "[1]"),
+                             (4, "error.json", "{")):
+        job = tmp_path / f"seed={seed}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- model=mega\n")
+        (job / name).write_text(text)
+    rows = collect(tmp_path)
+    assert [(r["job"], r["status"]) for r in rows] == [(f"seed={s}", "failed") for s in (1, 2, 3, 4)]
+    assert all(r["error"] for r in rows)
+
+
 def test_the_sweep_table_says_which_cells_their_time_limit_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from lra_bench.training.sweep import print_table
 
@@ -227,7 +241,8 @@ def test_the_sweep_table_says_which_cells_their_time_limit_cut(tmp_path: Path, c
         job = tmp_path / f"seed={seed}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- model=mega\n")
-        (job / "result.json").write_text(json.dumps({"val/acc_best": 0.5, "test/acc": 0.25, "stop_reason": reason}))
+        (job / "result.json").write_text(json.dumps({"task": "listops", "model": "mega", "val/acc_best": 0.5,
+                                                     "test/acc": 0.25, "stop_reason": reason}))
     rows = collect(tmp_path)
     assert [(r["job"], r["stop_reason"]) for r in rows] == [("seed=1", "max_time"), ("seed=2", "max_epochs")]
     print_table("s", rows)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lra_bench.training.checkpoint_io import atomic_write
 from lra_bench.training.run_lock import RunLock
+from lra_bench.training.run_state import finished_result
 
 log = logging.getLogger("lra_bench.training.sweep")
 
@@ -44,6 +45,14 @@ def _overrides(folder: Path) -> list[str]:
         return []
 
 
+def _recorded_error(path: Path) -> str:
+    try:
+        error = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return f"{path.name} unreadable"
+    return str(error.get("error", "?")) if isinstance(error, dict) else f"{path.name} holds no error record"
+
+
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job folder: the overrides that set it apart from the other jobs, its status, accuracy or error."""
     folders = sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / ".hydra").is_dir())
@@ -53,14 +62,15 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     for folder in folders:
         label = ",".join(o for o in overrides[folder] if o not in shared) or folder.name
         row: dict[str, Any] = {"job": label, "folder": str(folder)}
-        if (folder / "result.json").is_file():
-            result = json.loads((folder / "result.json").read_text())
+        if (result := finished_result(folder)) is not None:
             row |= {"status": "finished", "val/acc_best": result.get("val/acc_best"), "test/acc": result.get("test/acc"),
                     "stop_reason": result.get("stop_reason"), "skipped": (folder / "skipped.txt").is_file()}
         elif (holder := RunLock(folder).held_elsewhere()) is not None:  # the same job, started by another command
             row |= {"status": "running", "error": f"being written by pid {holder.get('pid')}"}
         elif (folder / "error.json").is_file():
-            row |= {"status": "failed", "error": json.loads((folder / "error.json").read_text()).get("error", "?")}
+            row |= {"status": "failed", "error": _recorded_error(folder / "error.json")}
+        elif (folder / "result.json").exists():
+            row |= {"status": "failed", "error": "result.json is not a run's result (rerun the same command)"}
         else:
             row |= {"status": "incomplete"}
         rows.append(row)
