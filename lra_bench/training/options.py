@@ -3,10 +3,14 @@ inside Lightning or PyTorch (ZeroDivisionError for lr 0, NumPy's seed error for 
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig, OmegaConf
 
 from lra_bench.errors import ConfigError
+from lra_bench.training.diagnosis import ON_CHANCE
 from lra_bench.training.optim import DECAYS
+from lra_bench.training.stopping import time_limit_s
 
 
 def _get(cfg: DictConfig, key: str):
@@ -22,6 +26,9 @@ def check_options(cfg: DictConfig) -> None:
     def is_int(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
+    def is_number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     batch = _get(cfg, "task.batch_size")
     need(is_int(batch) and batch >= 1, "task.batch_size", "must be an integer >= 1")
     eval_batch = _get(cfg, "task.datamodule.eval_batch_size")
@@ -33,9 +40,9 @@ def check_options(cfg: DictConfig) -> None:
     seed = _get(cfg, "seed")
     need(is_int(seed) and 0 <= seed < 2**32, "seed", "must be an integer in 0 .. 2^32 - 1")
     lr = _get(cfg, "optimizer.lr")
-    need(isinstance(lr, (int, float)) and lr > 0, "optimizer.lr", "must be a number > 0")
+    need(is_number(lr) and 0 < lr < math.inf, "optimizer.lr", "must be a number > 0 and finite")
     wd = _get(cfg, "optimizer.weight_decay")
-    need(wd is None or (isinstance(wd, (int, float)) and wd >= 0), "optimizer.weight_decay", "must be a number >= 0")
+    need(wd is None or (is_number(wd) and 0 <= wd < math.inf), "optimizer.weight_decay", "must be a number >= 0 and finite")
     need(_get(cfg, "scheduler.decay") in DECAYS, "scheduler.decay", f"must be one of {', '.join(DECAYS)}")
     warmup = _get(cfg, "scheduler.warmup_steps")
     need(warmup is None or (is_int(warmup) and warmup >= 0), "scheduler.warmup_steps", "must be null or an integer >= 0")
@@ -54,6 +61,23 @@ def check_options(cfg: DictConfig) -> None:
              "trains nothing (and would record a finished run); use a number > 0, -1 (epochs decide), or train=false to "
              "only test")
         need(max_epochs != 0, "trainer.max_epochs", "trains nothing; use a number > 0, or -1 with trainer.max_steps")
+        need(max_steps is None or (is_int(max_steps) and max_steps >= -1), "trainer.max_steps",
+             "must be an integer > 0, or -1 (the epochs decide)")
+        need(max_epochs is None or (is_int(max_epochs) and max_epochs >= -1), "trainer.max_epochs",
+             "must be an integer > 0, or -1 (trainer.max_steps decides)")
+    try:  # Lightning's Timer refuses a malformed one deep inside the trainer's construction, with a traceback
+        limit = time_limit_s(_get(cfg, "trainer.max_time"))
+    except Exception:
+        limit = -1.0
+    need(limit is None or limit > 0, "trainer.max_time",
+         'must be null or a positive duration "DD:HH:MM:SS" (e.g. "00:12:00:00" for 12 hours)')
+    fraction = _get(cfg, "chance.fraction")
+    need(fraction is None or (is_number(fraction) and 0 < fraction <= 1), "chance.fraction",
+         "must be a number in (0, 1]: the part of the schedule after which a run at chance is named")
+    z = _get(cfg, "chance.z")
+    need(z is None or (is_number(z) and 0 <= z < math.inf), "chance.z", "must be a number >= 0 and finite (standard errors)")
+    need(_get(cfg, "on_chance") in (None, *ON_CHANCE), "on_chance", f"must be one of {', '.join(ON_CHANCE)}")
+    need(_get(cfg, "on_nonfinite") in (None, "stop", "skip"), "on_nonfinite", "must be one of stop, skip")
     every = _get(cfg, "checkpoint_every_n_steps")
     need(every is None or (is_int(every) and every >= 1), "checkpoint_every_n_steps", "must be an integer >= 1")
     if _get(cfg, "lra_code") and _get(cfg, "model.net.lra_code") is not True:
