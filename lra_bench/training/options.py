@@ -71,6 +71,11 @@ def check_options(cfg: DictConfig) -> None:
         limit = -1.0
     need(limit is None or limit > 0, "trainer.max_time",
          'must be null or a positive duration "DD:HH:MM:SS" (e.g. "00:12:00:00" for 12 hours)')
+    length = _get(cfg, "task.max_length")
+    need(length is None or (is_int(length) and length >= 1), "task.max_length", "must be an integer >= 1 (tokens per row)")
+    interval = _get(cfg, "trainer.val_check_interval")
+    need(interval is None or (is_int(interval) and interval >= 1) or (is_number(interval) and 0 < interval <= 1),
+         "trainer.val_check_interval", "must be null, an integer >= 1 (batches) or a fraction of the epoch in (0, 1]")
     fraction = _get(cfg, "chance.fraction")
     need(fraction is None or (is_number(fraction) and 0 < fraction <= 1), "chance.fraction",
          "must be a number in (0, 1]: the part of the schedule after which a run at chance is named")
