@@ -49,6 +49,8 @@ def check_options(cfg: DictConfig) -> None:
     fraction = _get(cfg, "scheduler.warmup_fraction")
     need(fraction is None or (isinstance(fraction, (int, float)) and 0 <= fraction <= 1), "scheduler.warmup_fraction",
          "must be null or a number in [0, 1]")
+    need(warmup is None or fraction is None, "scheduler.warmup_steps",
+         f"and scheduler.warmup_fraction={fraction!r} are both set; set only one (e.g. add scheduler.warmup_fraction=null)")
     total = _get(cfg, "scheduler.total_steps")
     need(total is None or (is_int(total) and total >= 1), "scheduler.total_steps",
          "must be null (the steps the trainer runs) or an integer >= 1")
@@ -61,6 +63,9 @@ def check_options(cfg: DictConfig) -> None:
              "trains nothing (and would record a finished run); use a number > 0, -1 (epochs decide), or train=false to "
              "only test")
         need(max_epochs != 0, "trainer.max_epochs", "trains nothing; use a number > 0, or -1 with trainer.max_steps")
+        need(_get(cfg, "trainer.limit_train_batches") != 0, "trainer.limit_train_batches",
+             "trains nothing (and would record a finished run); use a number > 0 (batches, or a fraction of the epoch), "
+             "or train=false to only test")
         need(max_steps is None or (is_int(max_steps) and max_steps >= -1), "trainer.max_steps",
              "must be an integer > 0, or -1 (the epochs decide)")
         need(max_epochs is None or (is_int(max_epochs) and max_epochs >= -1), "trainer.max_epochs",
@@ -71,6 +76,9 @@ def check_options(cfg: DictConfig) -> None:
         limit = -1.0
     need(limit is None or limit > 0, "trainer.max_time",
          'must be null or a positive duration "DD:HH:MM:SS" (e.g. "00:12:00:00" for 12 hours)')
+    clip = _get(cfg, "trainer.gradient_clip_val")
+    need(clip is None or (is_number(clip) and 0 <= clip < math.inf), "trainer.gradient_clip_val",
+         "must be null or a number >= 0 (0 or null: no clipping; Lightning ignores a negative one)")
     length = _get(cfg, "task.max_length")
     need(length is None or (is_int(length) and length >= 1), "task.max_length", "must be an integer >= 1 (tokens per row)")
     interval = _get(cfg, "trainer.val_check_interval")
