@@ -54,7 +54,7 @@ from lra_bench.benchmarks.published_efficiency import (
     lra_slower_at_4k,
     lra_speed_x,
 )
-from lra_bench.benchmarks.spread import NOISY
+from lra_bench.benchmarks.spread import NOISY, is_noisy, order_unclear, relative_spread, tokens_range
 
 log = logging.getLogger("lra_bench.benchmarks.bench")
 
@@ -224,16 +224,14 @@ def run_grid(cfg, notes: list[str] | None = None) -> list[dict[str, Any]]:
 
 def mfu_bug(flops_per_s: float, peak_flops: float) -> str:
     """The reason an MFU above 100 % is not a figure."""
-    return (f"bug: counted {flops_per_s / 1e9:,.1f} GFLOP/s > the measured peak {peak_flops / 1e9:,.1f} GFLOP/s "
-            f"(MFU {100 * flops_per_s / peak_flops:.0f}%): the FLOP count is too high or the peak too low")
+    return (f"bug: counted {flops_per_s / 1e9:,.1f} GFLOP/s > the measured peak {peak_flops / 1e9:,.1f} GFLOP/s: "
+            f"the FLOP count is too high or the peak too low")
 
 
 def add_ratios(rows: list[dict], peak_flops: float) -> None:
     """Speed and memory ratios against both Transformers at the same length, and MFU; with the spread flags:
     ``noisy`` cells and ``speed_vs_<ref>_unclear`` ratios (``spread.py``). An MFU above 100 % is not stored as a
     figure: ``mfu`` is None and ``mfu_flag`` says why."""
-    from lra_bench.benchmarks.spread import is_noisy, order_unclear, relative_spread
-
     by = {(r["model"], r["length"]): r for r in rows if "skipped" not in r}
     for r in rows:
         if "skipped" in r:
@@ -306,8 +304,6 @@ def ratio_text(r: dict, kind: str) -> str:
 
 def speed_text(r: dict) -> str:
     """Median tokens/s with the min-max range of the repeats, ``noisy`` when the range is wide."""
-    from lra_bench.benchmarks.spread import tokens_range
-
     if r.get("train_min_s") is None:
         return f"{r['tokens_per_s']:,.0f}"
     lo, hi = tokens_range(r)
