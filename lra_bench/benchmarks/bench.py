@@ -228,7 +228,7 @@ def mfu_bug(flops_per_s: float, peak_flops: float) -> str:
             f"the FLOP count is too high or the peak too low")
 
 
-def add_ratios(rows: list[dict], peak_flops: float) -> None:
+def add_ratios(rows: list[dict], peak_flops: float | None) -> None:
     """Speed and memory ratios against both Transformers at the same length, and MFU; with the spread flags:
     ``noisy`` cells and ``speed_vs_<ref>_unclear`` ratios (``spread.py``). An MFU above 100 % is not stored as a
     figure: ``mfu`` is None and ``mfu_flag`` says why."""
@@ -239,7 +239,7 @@ def add_ratios(rows: list[dict], peak_flops: float) -> None:
         if r.get("train_min_s") is not None:
             r["train_spread"] = relative_spread(r)
             r["noisy"] = is_noisy(r)
-        if r.get("flops_per_step"):
+        if r.get("flops_per_step") and peak_flops:
             r["flops_per_s"] = r["flops_per_step"] / r["train_s"]
             r["mfu"] = r["flops_per_s"] / peak_flops
             if r["mfu"] > 1.0:
@@ -377,6 +377,8 @@ def peak_line(meta: dict) -> str:
     """Both peak measurements where the run has them (``peak.py``), else the one figure."""
     from lra_bench.benchmarks.peak import describe
 
+    if meta.get("peak_flops") is None:
+        return "peak matmul not measured (flops=false)"
     return describe(meta) if "peak_start_flops" in meta else f"peak matmul {meta['peak_flops'] / 1e9:,.0f} GFLOP/s"
 
 
@@ -503,10 +505,13 @@ def run(cfg) -> dict[str, Any]:
     notes: list[str] = []
     device = resolve_device(cfg)
     sizes, repeats = cfg.peak.sizes, cfg.peak.repeats
-    peak_start = peak_in_child(device, sizes, repeats)  # before the first cell and after the last, each in a fresh process
+    # MFU's denominator, before the first cell and after the last, each in a fresh process; no FLOPs, no MFU
+    peak_start = peak_in_child(device, sizes, repeats) if cfg.flops else None
     rows = run_grid(cfg, notes)
-    peak = compare(peak_start, peak_in_child(device, sizes, repeats), cfg.peak.margin)
-    print(describe(peak))
+    peak = {"peak_flops": None}
+    if peak_start is not None:
+        peak = compare(peak_start, peak_in_child(device, sizes, repeats), cfg.peak.margin)
+        print(describe(peak))
     add_ratios(rows, peak["peak_flops"])
     meta = {"task": cfg.preset_task, "device": device, "precision": cfg.precision, "batch": cfg.batch, "warmup": cfg.warmup,
             "repeats": cfg.repeats, **peak, "cpus": os.cpu_count(), "wall_s": time.time() - started,
