@@ -308,5 +308,8 @@ def check_experiment_names(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from lra_bench.config import check_override_keys
+
     check_experiment_names(sys.argv[1:])
+    check_override_keys(sys.argv[1:])
     main()
