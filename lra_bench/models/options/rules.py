@@ -187,14 +187,12 @@ class Option:
 
 
 class Values:
-    """The composed config as a relation sees it: ``v["net.backbone.n_heads"]`` (under ``model.``, resolved; None when
+    """A model config as a relation sees it: ``v["net.backbone.n_heads"]`` (under ``model.``, resolved; None when
     absent) and ``v.length``, the longest sequence the backbone gets (``task.max_length``, plus one with a CLS
     token)."""
 
-    def __init__(self, cfg: DictConfig, model: dict | None = None):
-        self.cfg = cfg
-        self.model = plain(cfg.model) if model is None else model
-        task_length = OmegaConf.select(cfg, "task.max_length", default=None)
+    def __init__(self, model: dict, task_length: Any):
+        self.model = model
         self.cls = self["net.pooling"] == "cls"
         self.length = task_length + int(self.cls) if is_int(task_length) else None
 
@@ -249,8 +247,12 @@ class Schema:
         from; overriding one on the command line makes it the user's value, checked here."""
         if cfg.get("model") is None:
             return []
-        raw = OmegaConf.to_container(cfg.model, resolve=False)
-        values = Values(cfg)
+        return self.problems_in(OmegaConf.to_container(cfg.model, resolve=False), plain(cfg.model),
+                                OmegaConf.select(cfg, "task.max_length", default=None))
+
+    def problems_in(self, raw: dict, resolved: dict, task_length: Any) -> list[str]:
+        """``problems`` on the model config as written (``raw``, interpolations as ``${...}`` strings) and resolved."""
+        values = Values(resolved, task_length)
         lines = [self._unknown(path) for path in self._unknown_keys(raw)]
         bad: set[str] = set()
         for option in self.options:
@@ -344,5 +346,4 @@ def not_above(key: str, other: str) -> Relation:
 
 
 def _length_text(v: Values) -> str:
-    cls = OmegaConf.select(v.cfg, "model.net.pooling", default=None) == "cls"
-    return f"task.max_length={v.length - int(cls)}" + (" + 1 CLS token" if cls else "")
+    return f"task.max_length={v.length - int(v.cls)}" + (" + 1 CLS token" if v.cls else "")
