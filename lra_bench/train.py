@@ -263,6 +263,9 @@ def resume_point(cfg: DictConfig, out_dir: Path) -> str | None:
 def main(cfg: DictConfig) -> float:
     multirun = is_multirun()
     check_multirun_ddp(cfg)
+    if not multirun:  # before the run folder is touched; a sweep's bad cell fails in it (error.json) like any other
+        check_names(cfg)
+        check_options(cfg)
     try:
         result = train(cfg)
     except Exception as e:
