@@ -223,7 +223,7 @@ def argument_problem(target: Target, device: str) -> str | None:
     never reported as the model failing a check."""
     from hydra.errors import HydraException
 
-    from lra_bench.checks.build import model_config
+    from lra_bench.checks.build import compose, model_overrides
     from lra_bench.config import available, search_path_note
     from lra_bench.errors import ConfigError
     from lra_bench.models.options.check import check_model_options
@@ -237,7 +237,7 @@ def argument_problem(target: Target, device: str) -> str | None:
     if not valid_device(device):
         return f"device={device}: must be {DEVICE_CHOICES}"
     try:
-        check_model_options(model_config(target, target.task))
+        check_model_options(compose(model_overrides(target, target.task), target.searchpath))  # at the task's length
     except ConfigError as e:
         return str(e)
     except HydraException as e:  # an override of a key the config does not have, a bad value's syntax

@@ -174,23 +174,12 @@ SYNTHESIZER = transformer_schema("synthesizer", (
     Option(A + "k", SIZE, "rank of factorized_random"),
 ))
 
-LUNA = Schema("luna", classifier(mask_zero_inputs=True) + (
-    Option(B + "d_model", SIZE, "model width (= d_model)"),
-    Option(B + "n_layers", SIZE, "layers"),
-    Option(B + "n_heads", SIZE, "attention heads"),
-    Option(B + "d_ff", SIZE, "FFN hidden width"),
+LUNA = Schema("luna", classifier(mask_zero_inputs=True) + transformer_backbone(()) + (
     Option(B + "proj_length", SIZE, "memory length l"),
-    Option(B + "d_qkv", Nullable(SIZE, "d_model"), "q/k/v width (d_model only)"),
-    Option(B + "dropout", DROPOUT, "residual dropout"),
-    Option(B + "attn_dropout", DROPOUT, "attention-weight dropout"),
     Option(B + "act_dropout", DROPOUT, "dropout after the FFN activation"),
-    Option(B + "prenorm", BOOL, "pre-LN (false: post-LN, the reference)"),
     Option(B + "embed_norm", BOOL, "LayerNorm on the embedded X and P"),
-    Option(B + "activation", Choice("gelu", "relu"), "FFN activation"),
-    Option(B + "positions", Choice("sinusoidal", "learned", "none"), "position table"),
     Option(B + "tie_layers", BOOL, "one layer run n_layers times"),
     Option(B + "bert_init", BOOL, "N(0, 0.02) init"),
-    Option(B + "max_length", SIZE, "longest sequence (position table)"),
 ), (
     divides(B + "n_heads", lambda v: v[B + "d_model"], "d_model", (B + "d_model",)),
     relation(B + "d_qkv", lambda v: v[B + "d_qkv"] in (None, v[B + "d_model"]),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 NOT_SET = object()  # a key absent from the composed config
 
@@ -223,11 +223,6 @@ class Relation:
     uses: tuple[str, ...] = ()
 
 
-def plain(value: Any) -> Any:
-    """An OmegaConf container as Python lists and dicts; anything else unchanged."""
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-
-
 @dataclass(frozen=True)
 class Schema:
     """The options of one model: ``options`` (every key of its config file, each with its rule) and ``relations``
@@ -247,7 +242,11 @@ class Schema:
         from; overriding one on the command line makes it the user's value, checked here."""
         if cfg.get("model") is None:
             return []
-        return self.problems_in(OmegaConf.to_container(cfg.model, resolve=False), plain(cfg.model),
+        try:
+            resolved = OmegaConf.to_container(cfg.model, resolve=True)
+        except Exception:  # noqa: BLE001 - an interpolation that does not resolve: building the model names it
+            return []
+        return self.problems_in(OmegaConf.to_container(cfg.model, resolve=False), resolved,
                                 OmegaConf.select(cfg, "task.max_length", default=None))
 
     def problems_in(self, raw: dict, resolved: dict, task_length: Any) -> list[str]:

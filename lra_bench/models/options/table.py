@@ -55,7 +55,7 @@ def readme_tables() -> str:
     out = [BEGIN, ""]
     out += section("Every model: <code>model.d_model</code> and the classifier (<code>mask_zero_inputs</code>: the "
                    "Transformer block and Luna only)", common)
-    out += section(f"The LRA Transformer block: {', '.join(f'<code>{m}</code>' for m in block_models)}", block)
+    out += section(f"The LRA Transformer block (and Luna's): {', '.join(f'<code>{m}</code>' for m in block_models)}", block)
     for schema in SCHEMAS.values():
         out += model_table(schema, (*common, *(block if schema.model in block_models else ())))
     return "\n".join([*out, END])
