@@ -260,5 +260,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(target, results, long)
     return 1 if any(r.failed for r in results) else 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

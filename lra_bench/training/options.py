@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lra_bench.errors import ConfigError
 from lra_bench.models.options.check import check_model_options
+from lra_bench.models.options.rules import is_int
 from lra_bench.training.optim import DECAYS
 
 
@@ -22,9 +23,6 @@ def check_options(cfg: DictConfig) -> None:
     def need(ok: bool, key: str, rule: str) -> None:
         if not ok:
             raise ConfigError(f"{key}={_get(cfg, key)!r}: {rule}")
-
-    def is_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
 
     length = _get(cfg, "task.max_length")
     need(is_int(length) and length >= 1, "task.max_length", "must be an integer >= 1")

@@ -252,7 +252,7 @@ class Schema:
     def problems_in(self, raw: dict, resolved: dict, task_length: Any) -> list[str]:
         """``problems`` on the model config as written (``raw``, interpolations as ``${...}`` strings) and resolved."""
         values = Values(resolved, task_length)
-        lines = [self._unknown(path) for path in self._unknown_keys(raw)]
+        lines = [self._unknown(path, lookup(resolved, path)) for path in self._unknown_keys(raw)]
         bad: set[str] = set()
         for option in self.options:
             written = lookup(raw, option.key)
@@ -291,12 +291,10 @@ class Schema:
         walk(raw, "")
         return found
 
-    def _unknown(self, path: str) -> str:
-        keys = [o.key for o in self.options]
-        close = difflib.get_close_matches(path, keys, n=1, cutoff=0.75)
-        hint = f"did you mean model.{close[0]}? " if close else ""
-        return (f"model.{path}: not an option of model {self.model}; {hint}its options are listed in the README "
-                f"(python -m lra_bench.models.options.table {self.model})")
+    def _unknown(self, path: str, value: Any) -> str:
+        close = difflib.get_close_matches(path, [o.key for o in self.options], n=1, cutoff=0.75)
+        hint = f"; did you mean model.{close[0]}?" if close else " (its options: the tables in README section 3)"
+        return f"model.{path}={_show(value)}: not an option of model {self.model}{hint}"
 
 
 def _show(value: Any) -> str:
