@@ -284,6 +284,11 @@ def test_a_model_without_a_schema_is_not_checked() -> None:
     assert model_option_problems(cfg) == []
 
 
+def test_a_mechanism_of_ones_own_in_the_transformer_block_is_left_to_its_constructor() -> None:
+    mine = {"_target_": "my_package.MyAttention", "_partial_": True, "window": 7}
+    assert model_option_problems(with_values(("model=transformer",), {"model.net.backbone.attention": mine})) == []
+
+
 def test_a_users_schema_is_loaded_from_options_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_options.py").write_text(
         "from lra_bench.models.options.builtin import S5\nfrom dataclasses import replace\nMINE = replace(S5, model='mine')\n")

@@ -19,8 +19,8 @@ from lra_bench.models.classifier import PAIR_FEATURES, POOLINGS
 from lra_bench.models.mega.mega import ATTENTIONS as MEGA_ATTENTIONS
 from lra_bench.models.mega.mega import REL_POS
 from lra_bench.models.norms import NORM_TYPES
-from lra_bench.models.options.rules import (BOOL, Choice, Either, Float, Int, ListOf, MappingOf, Nullable, Option, Relation,
-                                            Schema, Values, at_least_length, at_most_length, divides, not_above, relation)
+from lra_bench.models.options.rules import (BOOL, Choice, Either, Float, Instantiable, Int, ListOf, MappingOf, Nullable, Option,
+                                            Relation, Schema, Values, at_least_length, at_most_length, divides, not_above, relation)
 from lra_bench.models.ssm.s5 import ACTIVATIONS as S5_ACTIVATIONS
 from lra_bench.models.ssm.s5 import C_INITS, OPT_CONFIGS
 
@@ -99,7 +99,9 @@ def _reformer_width(v: Values) -> int:
 
 SYNTHESIZER_MODES = (*MODES, "dense+random", "random+dense", "dense+factorized_random", "factorized_random+dense")
 
-TRANSFORMER = transformer_schema("transformer", (Option(B + "attention", Choice(*IMPLS), "softmax attention kernel"),))
+TRANSFORMER = transformer_schema("transformer", (Option(
+    B + "attention", Either(Choice(*IMPLS), Instantiable("a mechanism of your own, _partial_: true")),
+    "softmax attention kernel, or a mechanism (lra_bench/models/attention/transformer.py)"),))
 
 BIGBIRD = transformer_schema("bigbird", (
     Option(A + "block_size", SIZE, "block length b"),

@@ -178,6 +178,20 @@ class MappingOf(Rule):
 
 
 @dataclass(frozen=True)
+class Instantiable(Rule):
+    """A Hydra config with ``_target_`` (a user's own class, built by Hydra); its keys are its constructor's to judge."""
+
+    what: str
+
+    @property
+    def text(self) -> str:
+        return f"a config with _target_ ({self.what})"
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, dict) and "_target_" in value
+
+
+@dataclass(frozen=True)
 class Option:
     """One key of a model's config: what its value may be, and what it does (the README table's last column)."""
 
