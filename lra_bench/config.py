@@ -203,7 +203,7 @@ def drop_foreign_preset_keys(cfg: DictConfig, experiment: str | None = None, ove
     - a backbone of the same class (``model=bigbird`` on the Transformer's preset): the preset's backbone settings
       apply;
     - elsewhere (``model.d_model``, ``model.dropout``, the classifier's settings under ``model.net``): the preset's
-      values apply to the keys your config declares; the others (the Transformer's ``mask_zero_inputs``) are
+      values apply to the keys your config declares; the others (the Transformer's ``lra_code``) are
       dropped. Keys added on the command line with ``+`` or ``++`` are kept.
 
     ``experiment`` and ``overrides`` default to this run's (the Hydra app, or ``cfg.hydra`` when composed with it);

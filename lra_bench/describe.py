@@ -1,5 +1,9 @@
 """Print the resolved config and the model's size: ``python -m lra_bench.describe experiment=... [overrides]``.
 
+For a built-in preset (``experiment=lra/<model>-<task>``) each recorded value carries its source as a comment beside
+it: upstream repository, commit, file and line, or the reason it deviates (``lra_bench/provenance/records``); a value
+changed on the command line is flagged as overridden.
+
 The last line is one JSON object: ``task``, ``model``, ``params_total``, ``params_non_embedding``
 (token and position tables left out) and ``params_by_module`` (top-level children of the classifier).
 Nothing is trained and no data is read.
@@ -11,12 +15,15 @@ import json
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.training.callbacks import count_parameters
 from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error, resolve_vocab_size
 from lra_bench.errors import LRAError
+from lra_bench.provenance.check import annotate
+from lra_bench.provenance.loader import preset_records
 from lra_bench.training.options import check_options
 
 
@@ -36,10 +43,20 @@ def describe(cfg: DictConfig) -> dict:
     return info | ({"note": note} if note else {})
 
 
+def resolved_yaml_with_sources(cfg: DictConfig, experiment: str | None) -> str:
+    """The resolved config as YAML; with a built-in preset's records, each recorded key's source beside it."""
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    entries = preset_records(experiment.removeprefix("lra/")) if experiment and experiment.startswith("lra/") else None
+    if entries is None:
+        return text
+    header = f"# values annotated with their source: lra_bench/provenance/records ({experiment})\n"
+    return header + annotate(text, cfg, entries)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="describe")
 @exit_on_lra_error
 def main(cfg: DictConfig) -> None:
-    print(OmegaConf.to_yaml(cfg, resolve=True))
+    print(resolved_yaml_with_sources(cfg, HydraConfig.get().runtime.choices.get("experiment")))
     print(json.dumps(describe(cfg)))
 
 

@@ -140,6 +140,7 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
         "model": cfg.model.name,
         "run_name": cfg.run_name,
         "seed": cfg.seed,
+        "lra_code": bool(cfg.get("lra_code", False)),  # LRA's released code (true) or the papers' mechanisms
         **run_identity(cfg),
         "val/acc_best": float(best_val) if best_val is not None else float("nan"),
         "test/acc": _metric(test_metrics, "test/acc"),

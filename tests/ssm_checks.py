@@ -1,8 +1,10 @@
 """Checks the diagonal recurrences' tests share (S5, LRU): pads never reach a real position, a bidirectional layer
-sees both sides, every parameter of a classifier around the stack gets a gradient."""
+sees both sides, every parameter of a classifier around the stack gets a gradient; and flax's GELU and Dense
+restated in numpy for the layers around the cores (both originals are flax)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,3 +58,23 @@ def assert_every_parameter_gets_a_finite_gradient(enc: nn.Module, d_model: int =
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         if ".seq." in name:
             assert p.grad.abs().sum() > 0, name
+
+
+def flax_gelu(x: np.ndarray) -> np.ndarray:
+    """flax ``nn.gelu`` (jax.nn.gelu, approximate=True by default): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def flax_dense_apply(layer: nn.Linear, x: np.ndarray) -> np.ndarray:
+    """flax ``nn.Dense`` with ``layer``'s weights (kernel = weight^T): x @ kernel + bias."""
+    return x @ layer.weight.detach().double().numpy().T + layer.bias.detach().double().numpy()
+
+
+def assert_flax_dense_init(layer: nn.Linear, fan_in: int) -> None:
+    """flax ``nn.Dense``'s init: lecun_normal kernel (a normal truncated at +-2 sd, rescaled to sd fan_in^-1/2) and a
+    zero bias. PyTorch's default Linear (uniform, sd (3 fan_in)^-1/2, nonzero bias) fails every line."""
+    w = layer.weight.detach().double()
+    sd = fan_in**-0.5
+    assert abs(float(w.std()) - sd) / sd < 0.05, float(w.std())
+    assert float(w.abs().max()) <= 2 * sd / 0.87962566103423978 + 1e-6  # the truncation at 2 (pre-rescale) sd
+    assert bool((layer.bias == 0).all())

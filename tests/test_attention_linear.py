@@ -76,10 +76,9 @@ def test_no_length_squared_tensor_is_kept_at_16k() -> None:
 
 # --- presets: LRA's linear_transformer_base.py of each task ----------------------------------------------------
 
-@pytest.mark.parametrize("task", ["listops", "text", "retrieval", "pathx"])
+@pytest.mark.parametrize("task", ["listops", "text", "retrieval"])
 def test_presets_change_only_the_mechanism_where_lra_changes_only_model_type(task: str) -> None:
-    """listops/text/matching linear_transformer_base.py set model_type only; Path-X is the Transformer's (LRA has
-    no efficient-model Path-X config)."""
+    """listops/text/matching linear_transformer_base.py set model_type only."""
     cfg = compose(f"linear_transformer-{task}")
     assert cfg.model.name == "linear_transformer"
     assert without_attention(cfg) == without_attention(compose(f"transformer-{task}"))
@@ -89,6 +88,7 @@ def test_presets_change_only_the_mechanism_where_lra_changes_only_model_type(tas
 LRA_IMAGE = {
     "image": (1, 128, 8, 64, 128, 0.3, "cls"),  # cifar10/linear_transformer_base.py on base_cifar10_config.py
     "pathfinder": (1, 128, 2, 64, 128, 0.2, "mean"),  # pathfinder32/linear_transformer_base.py
+    "pathx": (1, 128, 2, 64, 128, 0.2, "mean"),  # our Path-X rule: the Pathfinder model settings
 }
 
 
@@ -102,4 +102,4 @@ def test_presets_hold_lra_linear_transformer_settings(task: str) -> None:
         assert (bb.n_layers, cfg.model.d_model, bb.n_heads, bb.d_qkv, bb.d_ff) == (layers, emb, heads, qkv, mlp)
         assert (bb.dropout, cfg.model.net.pooling, cfg.model.net.head_hidden) == (drop, pool, mlp)
     if task in ("image", "pathfinder", "pathx"):
-        assert cfg.model.net.mask_zero_inputs is False  # LRA's linear attention ignores the inputs > 0 mask
+        assert cfg.model.net.lra_code is False  # the switch's default: pixel 0 is data

@@ -95,10 +95,9 @@ def build_net(cfg) -> torch.nn.Module:
     return instantiate(cfg.model.net)
 
 
-@pytest.mark.parametrize("task", ["listops", "text", "retrieval", "pathx"])
+@pytest.mark.parametrize("task", ["listops", "text", "retrieval"])
 def test_presets_change_only_the_mechanism_where_lra_changes_only_model_type(task: str) -> None:
-    """listops/text/matching linformer_base.py set model_type only (Text's low_rank_features is never read);
-    Path-X is the Transformer's (LRA has no efficient-model Path-X config)."""
+    """listops/text/matching linformer_base.py set model_type only (Text's low_rank_features is never read)."""
     cfg = compose(f"linformer-{task}")
     assert cfg.model.name == "linformer"
     assert without_attention(cfg) == without_attention(compose(f"transformer-{task}"))
@@ -108,6 +107,7 @@ def test_presets_change_only_the_mechanism_where_lra_changes_only_model_type(tas
 LRA_IMAGE = {
     "image": (1, 128, 8, 64, 128, 0.3, 0.2, "cls"),  # cifar10/linformer_base.py on base_cifar10_config.py
     "pathfinder": (1, 32, 2, 16, 32, 0.2, 0.1, "mean"),  # pathfinder32/linformer_base.py
+    "pathx": (1, 32, 2, 16, 32, 0.2, 0.1, "mean"),  # our Path-X rule: the Pathfinder model settings
 }
 
 
@@ -125,5 +125,5 @@ def test_presets_hold_lra_linformer_settings(task: str) -> None:
         assert (bb.dropout, bb.attn_dropout, cfg.model.net.pooling) == (drop, attn_drop, pool)
         assert cfg.model.net.head_hidden == mlp
     if task in ("image", "pathfinder", "pathx"):
-        assert cfg.model.net.mask_zero_inputs is False  # LRA's Linformer ignores the inputs > 0 mask
+        assert cfg.model.net.lra_code is False  # the switch's default: pixel 0 is data
 

@@ -271,15 +271,16 @@ PUBLISHED = {"listops": 37.98, "text": 65.78, "retrieval": 79.56, "image": 47.86
 
 # task: layers, D, heads, FFN, positions, pooling, dropout, attention dropout, tie layers, BERT init, embedding std,
 #       lr, weight decay, batch, steps, warmup, clip
-# Sizes, positions and pooling from the task's LRA Transformer preset; the rest from fairseq-apollo
-# examples/luna/README.lra.md and fairseq/models/lra/model.py (Path-X: the Transformer's, with Luna's Pathfinder rest).
+# XuezheMax/fairseq-apollo examples/luna/README.lra.md (the commands) and fairseq/models/lra/model.py (the luna_lra_*
+# archs: listop with --encoder-layers 1, imdb, aan, cifar10 (D 64, 8 heads, FFN 128), pf32, pf128 (D 128, 4 heads,
+# FFN 128)); Path-X training (no command published): Luna's pf32 command with the Transformer's Path-X batch, steps, clip.
 LUNA = {
-    "listops": (6, 512, 8, 2048, "sinusoidal", "cls", 0.1, 0.1, True, True, 0.02, 1e-4, 1e-4, 32, 5000, 1000, None),
+    "listops": (1, 512, 8, 2048, "sinusoidal", "cls", 0.1, 0.1, True, True, 0.02, 1e-4, 1e-4, 32, 5000, 1000, None),
     "text": (4, 256, 4, 1024, "sinusoidal", "cls", 0.3, 0.3, False, True, 0.02, 5e-5, 1e-4, 32, 20_000, 8000, None),
-    "retrieval": (4, 128, 4, 512, "sinusoidal", "first", 0.1, 0.1, False, False, None, 5e-4, 1e-4, 32, 20_000, 8000, None),
-    "image": (1, 32, 1, 64, "learned", "cls", 0.3, 0.1, False, False, None, 5e-3, 0.0, 256, 35_000, 4000, None),
+    "retrieval": (4, 128, 4, 512, "sinusoidal", "cls", 0.1, 0.1, False, False, None, 5e-4, 1e-4, 32, 20_000, 8000, None),
+    "image": (1, 64, 8, 128, "sinusoidal", "cls", 0.3, 0.1, False, False, None, 5e-3, 0.0, 256, 35_000, 4000, None),
     "pathfinder": (1, 128, 4, 128, "sinusoidal", "mean", 0.2, 0.1, False, False, None, 1e-3, 0.0, 512, 62_500, 4000, None),
-    "pathx": (1, 32, 2, 32, "learned", "mean", 0.2, 0.1, False, False, None, 1e-3, 0.0, 64, 500_000, 4000, 1.0),
+    "pathx": (1, 128, 4, 128, "sinusoidal", "mean", 0.2, 0.1, False, False, None, 1e-3, 0.0, 64, 500_000, 4000, 1.0),
 }
 
 
@@ -298,7 +299,10 @@ def test_presets_hold_the_cited_settings_and_build(task: str) -> None:
     assert (bb.proj_length, bb.prenorm, bb.embed_norm, bb.activation, bb.act_dropout) == (256, False, True, "gelu", 0.0)
     assert bb.d_qkv in (None, d)
     assert (bb.dropout, bb.attn_dropout, bb.tie_layers, bb.bert_init, net.embed_init_std) == (dropout, attn_dropout, tie, bert, embed_std)
-    assert not net.mask_zero_inputs, "Luna's reference masks padding only"
+    # fairseq's LRAModel head: dropout(args.dropout), then Linear(D, classes, bias=False); Retrieval on [u, v, u*v, u-v]
+    assert (net.head_hidden, net.head_dropout, net.head_out_bias) == (0, dropout, False)
+    assert net.pair_features == ("nli" if task == "retrieval" else "concat")
+    assert net.lra_code is False, "Luna is not in LRA's code: lra_code=true is refused"
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, list(cfg.optimizer.betas), cfg.optimizer.eps) == (lr, wd, [0.9, 0.98], 1e-8)
     assert not cfg.optimizer.no_decay_norm_bias_embedding, "fairseq adam decays every parameter"
     assert (cfg.scheduler.decay, cfg.scheduler.warmup_steps, cfg.scheduler.warmup_init_lr) == ("rsqrt", warmup, 1e-7)

@@ -160,10 +160,9 @@ def test_no_length_squared_tensor_is_kept_at_16k() -> None:
 
 # --- presets: LRA's performer_base.py of each task -------------------------------------------------------------
 
-@pytest.mark.parametrize("task", ["listops", "text", "retrieval", "pathx"])
+@pytest.mark.parametrize("task", ["listops", "text", "retrieval"])
 def test_presets_change_only_the_mechanism_where_lra_changes_only_the_attention(task: str) -> None:
-    """listops/text/matching performer_base.py set model_type (and ListOps its kernel) only; Path-X is the
-    Transformer's (LRA has no efficient-model Path-X config)."""
+    """listops/text/matching performer_base.py set model_type (and ListOps its kernel) only."""
     cfg = compose(f"performer-{task}")
     assert cfg.model.name == "performer"
     assert without_attention(cfg) == without_attention(compose(f"transformer-{task}"))
@@ -178,6 +177,7 @@ KERNEL = {"listops": ("softmax", "ortho", 2, True, 1e-6, 1e-6), "text": RELU, "r
 LRA_IMAGE = {
     "image": (1, 128, 8, 64, 128, 0.3, "cls"),  # cifar10/performer_base.py on base_cifar10_config.py
     "pathfinder": (4, 32, 8, 16, 32, 0.2, "mean"),  # pathfinder32/performer_base.py
+    "pathx": (4, 32, 8, 16, 32, 0.2, "mean"),  # our Path-X rule: the Pathfinder model settings
 }
 
 
@@ -193,4 +193,4 @@ def test_presets_hold_lra_performer_settings(task: str) -> None:
         assert (bb.n_layers, cfg.model.d_model, bb.n_heads, bb.d_qkv, bb.d_ff) == (layers, emb, heads, qkv, mlp)
         assert (bb.dropout, cfg.model.net.pooling, cfg.model.net.head_hidden) == (drop, pool, mlp)
     if task in ("image", "pathfinder", "pathx"):
-        assert cfg.model.net.mask_zero_inputs is False  # LRA's fast attention ignores the inputs > 0 mask
+        assert cfg.model.net.lra_code is False  # the switch's default: pixel 0 is data

@@ -1,5 +1,6 @@
 """S4, S4D and Transformer presets hold the published settings (state-spaces/s4 configs/experiment/lra/s4-*.yaml;
-google-research/long-range-arena lra_benchmarks/*/configs/transformer_base.py)."""
+google-research/long-range-arena lra_benchmarks/*/configs/transformer_base.py); the efficient Transformers' Path-X
+presets follow the README's Path-X rule."""
 
 from __future__ import annotations
 
@@ -34,10 +35,10 @@ LRA_TRANSFORMER = {
     "listops": (6, 512, 8, 512, 2048, 0.1, 0.1, "cls", "sinusoidal", 32, 0.05 / math.sqrt(1000), 0.1, 5000, 1000, "rsqrt", None, 2048),
     "text": (4, 256, 4, 256, 1024, 0.1, 0.1, "cls", "sinusoidal", 32, 0.05 / math.sqrt(8000), 0.1, 20_000, 8000, "rsqrt", None, 1024),
     "retrieval": (4, 128, 4, 128, 512, 0.1, 0.1, "first", "sinusoidal", 32, 0.05 / math.sqrt(8000), 0.1, 5000, 8000, "rsqrt", None, [512, 256]),
-    # Image: cifar10/transformer_base.py is base_cifar10_config.py unchanged (emb 32, 1 head, qkv 32, MLP 64)
-    "image": (1, 32, 1, 32, 64, 0.3, 0.2, "cls", "learned", 256, 5e-4, 0.0, 35_000, 175, "cosine", None, 64),
-    # Pathfinder: pathfinder32/transformer_base.py (1 layer, emb 128, 4 heads, qkv 64, MLP 128, dropout 0.2)
-    "pathfinder": (1, 128, 4, 64, 128, 0.2, 0.1, "mean", "sinusoidal", 512, 1e-3, 0.0, 62_400, 312, "cosine", None, 128),
+    # Image: cifar10/transformer_base.py at HEAD, as ee6649e set it (emb 128, 8 heads, qkv 64, MLP 128)
+    "image": (1, 128, 8, 64, 128, 0.3, 0.2, "cls", "learned", 256, 5e-4, 0.0, 35_000, 175, "cosine", None, 128),
+    # Pathfinder: pathfinder32/transformer_base.py at HEAD, as ee6649e set it (4 layers, emb 32, qkv 16, MLP 32)
+    "pathfinder": (4, 32, 4, 16, 32, 0.2, 0.1, "mean", "sinusoidal", 512, 1e-3, 0.0, 62_400, 312, "cosine", None, 32),
     # Path-X: base_pathfinder128_config.py line 39, mlp_dim = qkv_dim * 2 = 32 (block MLP and classifier hidden layer)
     "pathx": (1, 32, 2, 16, 32, 0.1, 0.1, "mean", "learned", 64, 1e-3, 0.0, 500_000, 2500, "cosine", 1.0, 32),
 }
@@ -85,12 +86,34 @@ def test_transformer_presets_hold_the_lra_settings(task: str) -> None:
     assert (bb.dropout, bb.attn_dropout, net.pooling, bb.positions, bb.prenorm) == (drop, attn, pool, pos, True)
     assert (net.head_hidden if isinstance(head, int) else list(net.head_hidden)) == head and net.head_activation == "relu"
     assert net.embed_init_std == 1.0 and cfg.task.batch_size == batch
-    assert cfg.optimizer.lr == pytest.approx(lr, rel=1e-3) and cfg.optimizer.weight_decay == wd
+    assert cfg.optimizer.lr == pytest.approx(lr, rel=1e-12) and cfg.optimizer.weight_decay == wd
     assert list(cfg.optimizer.betas) == [0.9, 0.98] and cfg.optimizer.eps == 1e-9
     assert (cfg.trainer.max_steps, cfg.scheduler.warmup_steps, cfg.scheduler.decay, cfg.trainer.gradient_clip_val) == (steps, warmup, decay, clip)
-    # LRA feeds pixels to the Transformer as tokens and masks black ones out of attention (inputs > 0)
-    assert net.mask_zero_inputs == (task in ("image", "pathfinder", "pathx"))
+    # LRA's inputs > 0 mask (black pixels hidden) is lra_code=true's; by default pixel 0 is data
+    assert net.lra_code is False
     if task in ("image", "pathfinder", "pathx"):
         assert cfg.task.input == "tokens"
     if task == "retrieval":
         assert bb.max_length == 4000  # no CLS token: the dual encoder reads position 0
+
+
+EFFICIENT = ["local", "sparse_transformer", "longformer", "linformer", "reformer", "sinkhorn", "synthesizer", "bigbird",
+             "linear_transformer", "performer"]
+MODEL_KEYS = ("d_model", "net.head_hidden", "net.lra_code", "net.backbone.n_layers", "net.backbone.n_heads",
+              "net.backbone.d_qkv", "net.backbone.d_ff", "net.backbone.dropout", "net.backbone.attention",
+              "net.backbone.attn_dropout")  # 0.1 in both LRA base configs; 0 where LRA's mechanism never applies it
+
+
+@pytest.mark.parametrize("model", EFFICIENT)
+def test_efficient_pathx_presets_follow_the_path_x_rule(model: str) -> None:
+    """README: LRA configures only the Transformer on Path-X, so an efficient model's Path-X preset is the model's
+    Pathfinder settings (sizes, dropout, mechanism options) on the Transformer's Path-X preset (batch, schedule,
+    steps, clipping, positions, pooling)."""
+    from omegaconf import OmegaConf
+
+    cfg, pathfinder, base = compose(f"{model}-pathx"), compose(f"{model}-pathfinder"), compose("transformer-pathx")
+    for key in MODEL_KEYS:
+        assert OmegaConf.select(cfg.model, key) == OmegaConf.select(pathfinder.model, key), key
+    for key in ("net.pooling", "net.backbone.positions", "net.backbone.max_length"):
+        assert OmegaConf.select(cfg.model, key) == OmegaConf.select(base.model, key), key
+    assert (cfg.optimizer, cfg.scheduler, cfg.trainer, cfg.task) == (base.optimizer, base.scheduler, base.trainer, base.task)

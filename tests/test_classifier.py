@@ -107,3 +107,28 @@ def test_first_pooling_reads_position_zero_without_adding_a_token() -> None:
     tokens = torch.tensor([[3, 4, 5]])
     assert net.cls is None
     torch.testing.assert_close(net.encode(tokens, torch.tensor([3])), net.embedding(tokens)[:, 0])
+
+
+def test_luna_retrieval_form_prepends_a_cls_token_to_each_document_and_classifies_nli_features() -> None:
+    """fairseq-apollo's Luna Retrieval (the lra-text task prepends <CLS> to src and src1; LRAModel classifies
+    dropout([u, v, u*v, u-v]) with one Linear(4D, classes, bias=False)): pooling cls + pair_features nli +
+    head_hidden 0 + head_out_bias false."""
+    from lra_bench.models.attention.luna import LunaEncoder
+
+    torch.manual_seed(0)
+    backbone = LunaEncoder(16, n_layers=1, n_heads=2, d_ff=32, proj_length=4, dropout=0.0, attn_dropout=0.0, max_length=32)
+    net = SequenceClassifier(backbone, 16, 2, vocab_size=30, pooling="cls", pair=True, pair_features="nli",
+                             head_hidden=0, head_dropout=0.1, head_out_bias=False).eval()
+    head = [m for m in net.head.net if isinstance(m, nn.Linear)]
+    assert len(head) == 1 and head[0].bias is None and head[0].in_features == 4 * 16
+    assert isinstance(net.head.net[0], nn.Dropout) and net.head.net[0].p == 0.1
+    t1, l1 = torch.randint(1, 30, (2, 9)), torch.tensor([9, 5])
+    t2, l2 = torch.randint(1, 30, (2, 6)), torch.tensor([6, 3])
+
+    def by_hand(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # CLS in front of each document
+        x = torch.cat([net.cls.expand(tokens.size(0), 1, -1), net.embedding(tokens)], dim=1)
+        return backbone(x, lengths + 1)[:, 0]
+
+    with torch.no_grad():
+        u, v = by_hand(t1, l1), by_hand(t2, l2)
+        torch.testing.assert_close(net(t1, l1, t2, l2), head[0](torch.cat([u, v, u * v, u - v], -1)), atol=1e-5, rtol=1e-5)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lra_bench.benchmarks.references.s5 import build
-from lra_bench.models.classifier import SequenceClassifier
+from lra_bench.models.classifier import ClassifierHead, SequenceClassifier
 from lra_bench.models.ssm.s4_kernels import hippo_legs
 from lra_bench.models.ssm.s5 import S5Encoder, S5Layer, S5SSM, block_diag_init, hippo_n_eig
 from lra_bench.training.optim import build_param_groups
 from tests.conftest import compose_config
-from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_real_positions_ignore_padding,
-                              assert_sees_the_past_only_unless_bidirectional, with_nontrivial_norm_stats)
+from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_flax_dense_init,
+                              assert_real_positions_ignore_padding, assert_sees_the_past_only_unless_bidirectional,
+                              flax_dense_apply, flax_gelu, with_nontrivial_norm_stats)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -134,15 +135,46 @@ def test_c_init_scales_follow_s5(C_init: str, expected_sd: float) -> None:
     assert abs(sd - expected_sd) / expected_sd < 0.1
 
 
-def test_half_glu2_gates_the_raw_output_with_gelu_only_on_the_gate_input() -> None:
+@pytest.mark.parametrize("activation", ["gelu", "full_glu", "half_glu1", "half_glu2"])
+def test_activations_are_s5s_with_flax_tanh_gelu_against_a_numpy_restatement(activation: str) -> None:
+    """lindermanlab/S5 ``s5/layers.py`` lines 69-82 in numpy with the layer's own weights (float64, eval): flax's
+    ``nn.gelu`` is the tanh approximation, ``out1``/``out2`` are Dense maps, half_glu2 gates the raw SSM output with
+    GELU only on the gate input. Exact GELU would differ by ~1e-4."""
     torch.manual_seed(4)
-    layer = S5Layer(S5SSM(4, 4, blocks=1), 4, activation="half_glu2", norm="layer").eval()
-    x = torch.randn(1, 9, 4)
-    keep = torch.ones(1, 9, 1)
+    layer = S5Layer(S5SSM(4, 4, blocks=1), 4, activation=activation, norm="layer").double().eval()
+    x = torch.randn(1, 9, 4, dtype=torch.float64)
     with torch.no_grad():
-        z = layer.seq(layer.norm(x))
-        expected = x + z * torch.sigmoid(layer.out2(F.gelu(z)))
-        torch.testing.assert_close(layer(x, keep), expected)
+        z = layer.seq(layer.norm(x))[0].numpy()
+        got = layer(x, torch.ones(1, 9, 1, dtype=torch.float64))[0].numpy()
+    g = flax_gelu(z)
+    if activation == "gelu":
+        out = g
+    else:
+        gate = 1.0 / (1.0 + np.exp(-flax_dense_apply(layer.out2, g)))
+        value = {"full_glu": lambda: flax_dense_apply(layer.out1, g), "half_glu1": lambda: g, "half_glu2": lambda: z}
+        out = value[activation]() * gate
+    np.testing.assert_allclose(got, x[0].numpy() + out, rtol=0, atol=1e-12)
+
+
+def test_gate_maps_are_initialised_as_flax_dense() -> None:
+    """S5's ``out1``/``out2`` are flax ``nn.Dense(H)``: lecun_normal (sd H^-1/2), zero bias (H = 128: sd 0.088)."""
+    torch.manual_seed(5)
+    layer = S5Layer(S5SSM(128, 8, blocks=1), 128, activation="full_glu")
+    assert_flax_dense_init(layer.out1, 128)
+    assert_flax_dense_init(layer.out2, 128)
+
+
+def test_retrieval_decoder_is_s5s_dense_tanh_gelu_dense() -> None:
+    """S5 ``seq_model.py`` ``RetrievalDecoder`` (lines 206-220): Dense(H) -> flax nn.gelu (tanh) -> Dense(classes), on
+    the s5-retrieval preset's head, restated in numpy with its weights (float64)."""
+    cfg = compose_config(["experiment=lra/s5-retrieval", "paths.output_dir=/tmp/lra_bench_presets"])
+    head = ClassifierHead(4 * 8, 2, cfg.model.net.head_hidden, cfg.model.net.head_activation, 0.0, True).double().eval()
+    first, last = head.net[0], head.net[-1]
+    x = torch.randn(5, 32, dtype=torch.float64)
+    with torch.no_grad():
+        got = head(x).numpy()
+    expected = flax_dense_apply(last, flax_gelu(flax_dense_apply(first, x.numpy())))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("prenorm", [True, False])
@@ -231,11 +263,14 @@ def test_s5_presets_hold_the_lra_script_settings(task: str) -> None:
     assert (cfg.scheduler.decay, cfg.scheduler.final_lr_ratio) == ("cosine", 0.0)
     assert cfg.scheduler.warmup_fraction == pytest.approx(warmup_end / epochs)
     assert (cfg.model.net.pooling, cfg.model.net.head_hidden) == ("mean", d if task == "retrieval" else 0)
+    assert cfg.task.datamodule.drop_last  # S5 make_data_loader (s5/dataloading.py:28)
+    if task == "listops":  # S4's loader as S5 uses it (s5/dataloaders/lra.py:228-230): l_max 2048 with <eos>
+        assert (cfg.task.max_length, cfg.task.vocab_size, cfg.task.datamodule.append_eos) == (2048, 18, True)
     if task in ("text", "retrieval"):
         assert cfg.task.datamodule.tokenizer == "chars" and cfg.task.datamodule.append_eos and cfg.task.vocab_size is None
         assert cfg.task.max_length == (4096 if task == "text" else 4000)
     if task == "retrieval":
-        assert (cfg.model.net.pair_features, cfg.model.net.head_activation) == ("nli", "gelu")
+        assert (cfg.model.net.pair_features, cfg.model.net.head_activation) == ("nli", "gelu_tanh")
     if task in ("pathfinder", "pathx"):
         assert (cfg.task.input, cfg.task.pixel_mean, cfg.task.pixel_std, cfg.task.datamodule.split) == ("real", 0.5, 0.5, "random")
     if task == "image":

@@ -419,7 +419,13 @@ def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def plot(rows: list[dict], out: Path) -> list[Path]:
+def plot_title(meta: dict) -> str:
+    """What a time or memory figure was measured on: device, precision, batch and the task preset."""
+    return (f"{meta['device']}, {meta['precision']}, batch {meta['batch']}, preset {meta['task']} "
+            f"(median of {meta['repeats']} steps)")
+
+
+def plot(rows: list[dict], out: Path, meta: dict) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -437,6 +443,7 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         ax.set_yscale("log")
         ax.set_xlabel("sequence length")
         ax.set_ylabel(label)
+        ax.set_title(plot_title(meta), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_lines():
             ax.legend(fontsize=8)
@@ -457,7 +464,7 @@ def write_outputs(rows: list[dict], meta: dict, out: Path) -> dict[str, Path]:
         writer.writerows(rows)
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "targets": targets}, indent=2, default=str))
     (out / "results.md").write_text(markdown(rows, targets, meta))
-    pngs = plot(rows, out)
+    pngs = plot(rows, out, meta)
     return {"csv": out / "results.csv", "json": out / "results.json", "md": out / "results.md", "pngs": pngs}
 
 

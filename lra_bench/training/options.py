@@ -60,4 +60,11 @@ def check_options(cfg: DictConfig) -> None:
         need(max_epochs != 0, "trainer.max_epochs", "trains nothing; use a number > 0, or -1 with trainer.max_steps")
     every = _get(cfg, "checkpoint_every_n_steps")
     need(every is None or (is_int(every) and every >= 1), "checkpoint_every_n_steps", "must be an integer >= 1")
+    need(_get(cfg, "lra_code") in (True, False), "lra_code", "must be true (LRA's released code) or false (the papers')")
+    lra_cosine = _get(cfg, "scheduler.lra_cosine")
+    need(lra_cosine in (None, True, False), "scheduler.lra_cosine", "must be true or false (default: lra_code's value)")
+    if _get(cfg, "lra_code") and _get(cfg, "model.net.lra_code") is not True:
+        raise ConfigError(f"lra_code=true reproduces LRA's released code, whose models are the LRA Transformer block "
+                          f"with an attention mechanism; model={_get(cfg, 'model.name')} is not one of them "
+                          "(its config has no model.net.lra_code): set lra_code=false")
     check_model_options(cfg)

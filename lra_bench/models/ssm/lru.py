@@ -1,5 +1,7 @@
 """LRU, the Linear Recurrent Unit (Orvieto et al., "Resurrecting Recurrent Neural Networks for Long Sequences",
-ICML 2023), written from the paper's equations and its Appendix A pseudo-code (there is no official code):
+ICML 2023), written from the paper's equations and its Appendix A pseudo-code (there is no official code; the
+block, inits and optimizer groups follow NicolasZucchet/minimal-LRU, the unofficial JAX implementation of the
+paper, at bbd71b1 ``lru/model.py`` and ``lru/train_helpers.py``):
 
     lambda = exp(-exp(nu_log) + i exp(theta_log))                     (N,) complex, |lambda| < 1 always
     x_k = lambda * x_{k-1} + exp(gamma_log) * (B u_k)                  B: (N, H) complex, gamma: (N,)
@@ -18,13 +20,20 @@ constrained to come in pairs (phases in [0, max_phase]), so the real part is tak
 
 Block (Fig. 1 and Appendix D: Norm -> LRU -> GELU -> GLU -> skip): x + drop(GLU(drop(GELU(LRU(norm(x)))))),
 GLU(z) = W1 z * sigmoid(W2 z) with W1, W2 two H x H maps (one Linear(H, 2H) here) and dropout placed as S5's ``full_glu``
-(lindermanlab/S5 ``s5/layers.py``, whose architecture the paper adopts), pre-norm BatchNorm, dropout tied over
-the sequence; no final norm. Optimizer: nu_log, theta_log, gamma_log at ``recurrent_lr_scale`` x lr without weight decay
-(Appendix D), the rest at lr with weight decay.
+(minimal-LRU ``lru/model.py`` lines 121-132, as lindermanlab/S5 ``s5/layers.py``), pre-norm BatchNorm, dropout
+tied over the sequence; no final norm. GELU is flax's ``nn.gelu``, the tanh approximation (``model.py:126``);
+W1, W2 are flax ``nn.Dense`` (``model.py:111-112``): lecun_normal weights (sd H^-1/2, truncated at 2 sd) and zero
+bias, each half of the Linear(H, 2H) drawn so. BatchNorm is flax's default, momentum 0.99 (``model.py:116``:
+running = 0.99 old + 0.01 batch; PyTorch momentum 0.01), eps 1e-5. Optimizer (``train_helpers.py`` lines 91-105):
+nu_log, theta_log, gamma_log, B_re and B_im at ``recurrent_lr_scale`` x lr (``--lr_factor`` 0.5) with plain Adam,
+i.e. without weight decay; the rest (C, D, GLU, norms, encoder, decoder) at lr with AdamW weight decay.
 
 Cost: the (L, H) x (H, N) projections and the chunked scan of ``scan.py`` (O(L N T)); memory O(L N).
 Padding: pads are zeroed after the norm, before the LRU, so neither direction carries them into real positions;
 BatchNorm statistics include the zeroed pads (as this project's S4 and S5).
+The classifier around the backbone (embedding, pooling, decoder) is the project's shared one, not minimal-LRU's
+flax Dense encoder and decoder: the differences are listed in ``s5.py`` (the same classifier and the same flax
+originals), kept so that only the backbone differs between models.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from torch import nn
 
 from lra_bench.models.dropout import TiedDropout
 from lra_bench.models.masks import length_mask
-from lra_bench.models.ssm.s5 import ChannelNorm
+from lra_bench.models.ssm.s5 import ChannelNorm, flax_dense
 from lra_bench.models.ssm.scan import CHUNK, scan_planes
 
 
@@ -72,7 +81,7 @@ class LRU(nn.Module):
             self.C_bwd_im = nn.Parameter(torch.randn(H, N) / math.sqrt(N))
         self.D = nn.Parameter(torch.randn(H))
         recurrent = {"weight_decay": 0.0} | ({"lr": lr * recurrent_lr_scale} if lr is not None else {})
-        for p in (self.nu_log, self.theta_log, self.gamma_log):
+        for p in (self.nu_log, self.theta_log, self.gamma_log, self.B_re, self.B_im):  # minimal-LRU's "ssm" group
             p._optim = dict(recurrent)
 
     def log_lambda(self) -> torch.Tensor:
@@ -99,17 +108,17 @@ class LRULayer(nn.Module):
     """x -> x + drop(GLU(drop(GELU(LRU(norm(x)))))) (prenorm) or norm(that) (postnorm). x: (B, L, H)."""
 
     def __init__(self, lru: LRU, d_model: int, dropout: float = 0.0, prenorm: bool = True, norm: str = "batch",
-                 bn_momentum: float = 0.9):
+                 bn_momentum: float = 0.99):
         super().__init__()
         self.prenorm = prenorm
         self.seq = lru
         self.norm = ChannelNorm(norm, d_model, bn_momentum)
-        self.glu = nn.Linear(d_model, 2 * d_model)  # [W1; W2] in one GEMM (each half initialised as a Linear(H, H))
+        self.glu = flax_dense(d_model, 2 * d_model)  # [W1; W2] in one GEMM; lecun fan-in H for both halves
         self.drop = TiedDropout(dropout)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         z = self.norm(x) if self.prenorm else x
-        z = self.drop(F.gelu(self.seq(z * keep)))  # pads zeroed after the norm: neither direction sees them
+        z = self.drop(F.gelu(self.seq(z * keep), approximate="tanh"))  # pads zeroed after the norm; flax nn.gelu
         a, b = self.glu(z).chunk(2, dim=-1)
         z = self.drop(a * torch.sigmoid(b))  # GLU(z) = W1 z * sigmoid(W2 z)
         x = x + z
@@ -120,11 +129,11 @@ class LRUEncoder(nn.Module):
     """Backbone ``forward(x: (B, L, D), lengths: (B,)) -> (B, L, D)``: a stack of LRU blocks, zeros at pads.
 
     ``d_state`` is the LRU's N; ``lr`` the global learning rate (``${optimizer.lr}``), the recurrent parameters
-    train at ``recurrent_lr_scale`` x lr without weight decay."""
+    and B train at ``recurrent_lr_scale`` x lr without weight decay."""
 
     def __init__(self, d_model: int, n_layers: int = 6, d_state: int = 256, r_min: float = 0.0, r_max: float = 1.0,
                  max_phase: float = 2 * math.pi, bidirectional: bool = True, dropout: float = 0.0, prenorm: bool = True,
-                 norm: str = "batch", bn_momentum: float = 0.9, lr: float | None = None, recurrent_lr_scale: float = 0.5,
+                 norm: str = "batch", bn_momentum: float = 0.99, lr: float | None = None, recurrent_lr_scale: float = 0.5,
                  chunk: int = CHUNK):
         super().__init__()
         self.layers = nn.ModuleList(

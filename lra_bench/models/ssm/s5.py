@@ -18,6 +18,9 @@ Cost: two (L, H) x (H, P) projections and the chunked scan (``scan.py``, O(L P T
 Layer (S5 ``SequenceLayer``): x + drop(act(SSM(norm(x)))) with prenorm (postnorm: norm after the sum), the
 activation one of gelu / full_glu / half_glu1 / half_glu2 as S5 defines them, dropout tied over the sequence
 (flax ``broadcast_dims=[0]``), BatchNorm or LayerNorm; no final norm after the stack (``StackedEncoderModel``).
+GELU is flax's ``nn.gelu``, whose default is the tanh approximation (``s5/layers.py`` lines 69-82), and the gate
+maps ``out1``/``out2`` are flax ``nn.Dense``: lecun_normal weights (truncated normal, sd H^-1/2) and zero bias
+(``flax_dense`` here; PyTorch's ``nn.Linear`` default would give sd (3H)^-1/2 and a nonzero bias).
 
 Parameter names are S5's: ``Lambda_re``, ``Lambda_im``, ``B`` (P/2, H, 2), ``C`` or ``C1``/``C2`` (H, P/2, 2),
 ``D``, ``log_step`` (P/2,) (S5: (P/2, 1)); layer ``seq`` (the SSM), ``norm``, ``out1``/``out2``.
@@ -36,10 +39,16 @@ Differences from the official code:
   zeroed pads, as the official code's (and this project's S4) do.
 - The scan is the chunked one of ``scan.py`` instead of ``jax.lax.associative_scan``: the same values.
 - ``bn_momentum`` takes S5's (flax) value m and is handed to PyTorch as 1 - m: the same running average.
+- The classifier around the backbone is the project's shared one (``lra_bench/models/classifier.py``), not S5's
+  flax Dense layers: tokens go through an embedding table initialised N(0, 1/H) where S5 applies a lecun_normal
+  ``nn.Dense`` (sd V^-1/2, zero bias) to one-hot tokens, pixels through x w + b with w ~ N(0, 1), b ~ N(0, 0.1^2)
+  where S5's Dense(1, H) has lecun sd 1 and zero bias; the decoder (and Retrieval's two-layer decoder,
+  ``seq_model.py`` ``RetrievalDecoder``, whose GELU is tanh) are xavier_uniform Linear layers with exact GELU.
+  These are shared by every model so that only the backbone differs between them.
 - Schedule (presets): S5 warms up linearly from lr/W over W = warmup_end epochs of steps, then evaluates its
   cosine at the running step count over E - W epochs of steps, so it reaches 0 W steps before the end and stays
-  there; here the warmup starts at 0 and the cosine ends exactly at the last step. S5 drops the last partial
-  batch of an epoch; the trainer here keeps it.
+  there; here the warmup starts at 0 and the cosine ends exactly at the last step. The train loader drops its
+  last partial batch as S5's (``task.datamodule.drop_last`` in the presets).
 """
 
 from __future__ import annotations
@@ -89,6 +98,15 @@ def lecun_normal(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:
     """JAX's ``lecun_normal``: a normal truncated at +-2 sd, rescaled to standard deviation fan_in^-1/2."""
     return nn.init.trunc_normal_(torch.empty(shape, dtype=torch.float64), 0.0, 1.0, -2.0, 2.0) * (
         fan_in**-0.5 / 0.87962566103423978)
+
+
+def flax_dense(d_in: int, d_out: int) -> nn.Linear:
+    """A Linear initialised as flax's ``nn.Dense``: lecun_normal weight (fan-in ``d_in``) and zero bias."""
+    layer = nn.Linear(d_in, d_out)
+    with torch.no_grad():
+        layer.weight.copy_(lecun_normal((d_out, d_in), d_in))
+        layer.bias.zero_()
+    return layer
 
 
 def init_c(kind: str, d_model: int, d_state: int, V: torch.Tensor, columns: int) -> torch.Tensor:
@@ -222,14 +240,14 @@ class S5Layer(nn.Module):
         self.activation, self.prenorm = activation, prenorm
         self.seq = ssm
         self.norm = ChannelNorm(norm, d_model, bn_momentum)
-        self.out1 = nn.Linear(d_model, d_model) if activation == "full_glu" else None
-        self.out2 = nn.Linear(d_model, d_model) if activation != "gelu" else None
+        self.out1 = flax_dense(d_model, d_model) if activation == "full_glu" else None
+        self.out2 = flax_dense(d_model, d_model) if activation != "gelu" else None
         self.drop = TiedDropout(dropout)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         z = self.norm(x) if self.prenorm else x
         z = self.seq(z * keep)  # pads zeroed after the norm: neither scan direction sees them
-        g = self.drop(F.gelu(z))
+        g = self.drop(F.gelu(z, approximate="tanh"))  # flax nn.gelu: the tanh approximation
         if self.activation == "full_glu":
             z = self.drop(self.out1(g) * torch.sigmoid(self.out2(g)))
         elif self.activation == "half_glu1":
