@@ -97,9 +97,23 @@ def test_every_key_of_the_model_config_is_declared(model: str) -> None:
     cfg = base(f"model={model}")
     assert model_option_problems(cfg) == []
     raw = OmegaConf.to_container(cfg.model, resolve=False)
-    optional = {"head_hidden"}  # Mega's: set by presets only, read by net.head_hidden
+    A = "net.backbone.attention."
+    optional = {"head_hidden",  # Mega's: set by presets only, read by net.head_hidden
+                A + "grouping", A + "self_mask", A + "key_norm", A + "score_scale", A + "out_proj"}  # null: lra_code's
     missing = [o.key for o in SCHEMAS[model].options if lookup(raw, o.key) is NOT_SET and o.key not in optional]
     assert missing == []
+
+
+LRA_CODE_MODELS = sorted(m for m, s in SCHEMAS.items() if (o := s.option("net.lra_code")) and o.rule is BOOL)
+
+
+@pytest.mark.parametrize("model", LRA_CODE_MODELS)
+def test_lra_code_true_is_no_false_alarm_on_the_models_with_lras_code(model: str) -> None:
+    """lra_code=true switches the model's keys to LRA's code: the relations it brings hold on the model's config."""
+    assert len(LRA_CODE_MODELS) == 11 and "luna" not in LRA_CODE_MODELS
+    cfg = base(f"model={model}", "lra_code=true")
+    assert cfg.model.net.lra_code is True
+    check_options(cfg)
 
 
 def set_in(tree: dict, key: str, value: Any) -> None:
@@ -235,6 +249,26 @@ NAMED: dict[str, tuple[tuple[str, ...], dict[str, Any], str, str]] = {
     "embed-dropout-1.5": (("model=mamba",), {"model.net.embed_dropout": 1.5}, "model.net.embed_dropout", r"must be a number in \[0, 1\)"),
     "pooling-max": (("model=lru",), {"model.net.pooling": "max"}, "model.net.pooling", "='max': must be one of mean, cls, first, sum"),
     "d-model-0": (("model=s5",), {"model.d_model": 0}, "model.d_model", "=0: must be an integer >= 1"),
+    "head-activation-swish": (("model=s5",), {"model.net.head_activation": "swish"}, "model.net.head_activation",
+                              "='swish': must be one of gelu, gelu_tanh, relu, tanh"),
+    # lra_code: a run option, refused for models without LRA's code, and what each mechanism's LRA code fixes
+    "lra-code-not-bool": (("model=transformer",), {"lra_code": "yes"}, "lra_code", "='yes': must be true .* or false"),
+    "lra-code-on-s5": (("model=s5",), {"lra_code": True}, "lra_code", "=true reproduces LRA's released code.* model=s5 is not one of them"),
+    "lra-code-on-luna": (("model=luna",), {"lra_code": True}, "lra_code", "model=luna is not one of them"),
+    "luna-net-lra-code": (("model=luna",), {"model.net.lra_code": True}, "model.net.lra_code", "=true: must be false"),
+    "lra-cosine-not-bool": (("model=s4",), {"scheduler.lra_cosine": "on"}, "scheduler.lra_cosine", "='on': must be true or false"),
+    "reformer-lra-code-self-mask": (("model=reformer",), {"lra_code": True, "model.net.backbone.attention.self_mask": True},
+                                    "model.net.backbone.attention.self_mask", "=true: lra_code=true runs LRA's code, where it is false: leave it null"),
+    "reformer-lra-code-score-scale": (("model=reformer",), {"lra_code": True, "model.net.backbone.attention.score_scale": "standard"},
+                                      "model.net.backbone.attention.score_scale", "='standard': .* where it is lra"),
+    "reformer-lra-code-heads": (("model=reformer",), {"lra_code": True, "model.net.backbone.d_qkv": 96, "model.net.backbone.n_heads": 3},
+                                "model.net.backbone.n_heads", r"=3: must divide the attention width .* = 128"),
+    "local-lra-code-contiguous": (("model=local",), {"lra_code": True, "model.net.backbone.attention.grouping": "contiguous"},
+                                  "model.net.backbone.attention.grouping", "='contiguous': lra_code=true runs LRA's strided groups"),
+    "sinkhorn-lra-code-not-local": (("model=sinkhorn",), {"lra_code": True, "model.net.backbone.attention.local": False},
+                                    "model.net.backbone.attention.local", "=false: lra_code=true .* where it is true: set it true"),
+    "bigbird-lra-code-no-pad-block": (("model=bigbird",), {"lra_code": True, "model.net.backbone.attention.extra_pad_block": False},
+                                      "model.net.backbone.attention.extra_pad_block", "=false: lra_code=true pads as LRA does"),
     # typos of option names that reach the config (with +, or in a preset): named with the closest option
     "typo-added-n-layer": (("model=s5",), {"model.net.backbone.n_layer": 2}, "model.net.backbone.n_layer",
                            "=2: not an option of model s5; did you mean model.net.backbone.n_layers"),

@@ -15,7 +15,7 @@ from lra_bench.models.attention.reformer import SCORE_SCALES
 from lra_bench.models.attention.sinkhorn import SORT_ACTIVATIONS
 from lra_bench.models.attention.softmax import IMPLS
 from lra_bench.models.attention.synthesizer import MODES
-from lra_bench.models.classifier import PAIR_FEATURES, POOLINGS
+from lra_bench.models.classifier import HEAD_ACTIVATIONS, PAIR_FEATURES, POOLINGS
 from lra_bench.models.mega.mega import ATTENTIONS as MEGA_ATTENTIONS
 from lra_bench.models.mega.mega import REL_POS
 from lra_bench.models.norms import NORM_TYPES
@@ -35,8 +35,12 @@ B = "net.backbone."
 A = "net.backbone.attention."
 
 
-def classifier(*, mask_zero_inputs: bool = False) -> tuple[Option, ...]:
-    """``model.d_model`` and the classifier around every backbone (``SequenceClassifier``)."""
+LRA_CODE = "follows the top-level lra_code"
+
+
+def classifier(*, lra_code: Option | None = None) -> tuple[Option, ...]:
+    """``model.d_model`` and the classifier around every backbone (``SequenceClassifier``); ``lra_code`` its
+    ``net.lra_code`` where the model has that key (the LRA Transformer block's models, and Luna's refusal)."""
     options = (
         Option("d_model", SIZE, "model width D"),
         Option("net.d_model", SIZE, "embedding and head width (= d_model)"),
@@ -50,15 +54,17 @@ def classifier(*, mask_zero_inputs: bool = False) -> tuple[Option, ...]:
         Option("net.embed_dropout", DROPOUT, "dropout after the embedding"),
         Option("net.pooling", Choice(*POOLINGS), "how the sequence becomes one vector"),
         Option("net.head_hidden", Either(Int(0), ListOf(SIZE)), "head hidden sizes (0: one Linear)"),
-        Option("net.head_activation", Choice("gelu", "relu", "tanh"), "head activation"),
+        Option("net.head_activation", Choice(*HEAD_ACTIVATIONS), "head activation (gelu_tanh: flax's nn.gelu)"),
         Option("net.head_dropout", DROPOUT, "head dropout"),
         Option("net.head_out_bias", BOOL, "bias on the head's last Linear"),
         Option("net.pair", BOOL, "two documents per example (from task.pair)"),
         Option("net.pair_features", Choice(*PAIR_FEATURES), "pair features: [u, v] or [u, v, u*v, u-v]"),
     )
-    if mask_zero_inputs:
-        options += (Option("net.mask_zero_inputs", BOOL, "hide input id 0 from attention (LRA's pixel-task quirk)"),)
-    return options
+    return options + ((lra_code,) if lra_code is not None else ())
+
+
+CLASSIFIER_LRA_CODE = Option("net.lra_code", BOOL, "LRA's input pipeline: pad to the task length, `inputs > 0` "
+                             "mask, mean over the pads; " + LRA_CODE)
 
 
 def _qkv_width(v: Values) -> int:
@@ -89,12 +95,36 @@ def transformer_backbone(attention: tuple[Option, ...]) -> tuple[Option, ...]:
 
 def transformer_schema(name: str, attention: tuple[Option, ...], relations: tuple[Relation, ...] = (),
                        heads: Relation = HEADS_DIVIDE_QKV) -> Schema:
-    return Schema(name, classifier(mask_zero_inputs=True) + transformer_backbone(attention),
+    return Schema(name, classifier(lra_code=CLASSIFIER_LRA_CODE) + transformer_backbone(attention),
                   (heads, FITS_LENGTH, *relations))
 
 
+def mechanism_lra_code(what: str) -> Option:
+    """A mechanism's ``lra_code`` key: LRA's released code of it (``what``), or the paper's mechanism."""
+    return Option(A + "lra_code", BOOL, f"LRA's code ({what}); {LRA_CODE}")
+
+
+def _reformer_setting(v: Values, key: str):
+    """A Reformer key that null leaves to the setting: LRA's value with lra_code, else the paper's."""
+    value = v[A + key]
+    return (REFORMER_LRA if v[A + "lra_code"] else REFORMER_PAPER)[key] if value is None else value
+
+
 def _reformer_width(v: Values) -> int:
-    return (v[B + "d_qkv"] or v[B + "d_model"]) if v[A + "out_proj"] else v[B + "d_model"]
+    return (v[B + "d_qkv"] or v[B + "d_model"]) if _reformer_setting(v, "out_proj") else v[B + "d_model"]
+
+
+REFORMER_LRA = dict(self_mask=False, key_norm=False, score_scale="lra", out_proj=False)  # reformer.py: LRA's code
+REFORMER_PAPER = dict(self_mask=True, key_norm=True, score_scale="standard", out_proj=True)
+
+
+def _lra_value(key: str, value, nullable: bool = True) -> Relation:
+    """Under lra_code a key is LRA's value (or null: the setting's): the mechanism refuses any other."""
+    shown = str(value).lower() if isinstance(value, bool) else value
+    fix = "leave it null" if nullable else f"set it {shown}"
+    return relation(key, lambda v: not v[A + "lra_code"] or v[key] in ((None, value) if nullable else (value,)),
+                    f"lra_code=true runs LRA's code, where it is {shown}: {fix} (or set lra_code=false)",
+                    f"{'null or ' if nullable else ''}{shown} with lra_code", (A + "lra_code",))
 
 
 SYNTHESIZER_MODES = (*MODES, "dense+random", "random+dense", "dense+factorized_random", "factorized_random+dense")
@@ -108,8 +138,13 @@ BIGBIRD = transformer_schema("bigbird", (
     Option(A + "num_rand_blocks", Int(0), "random key blocks per query block"),
     Option(A + "random_span", Nullable(SIZE, "the whole layout"), "random blocks among the first that many tokens"),
     Option(A + "extra_pad_block", BOOL, "LRA's whole pad block when L is a multiple of b"),
-    Option(A + "seed", Nullable(SEED, "a seed per layer from torch's generator"), "random-table seed"),
-), (at_most_length(A + "block_size", "a block"),))
+    Option(A + "seed", Nullable(SEED, "a seed per layer from torch's generator; layer l seeded l with lra_code"),
+           "random-table seed"),
+    mechanism_lra_code("appended pad block attended, layer l seeded l"),
+), (at_most_length(A + "block_size", "a block"),
+    relation(A + "extra_pad_block", lambda v: v[A + "extra_pad_block"] or not v[A + "lra_code"],
+             "lra_code=true pads as LRA does, a whole block when L is a multiple of block_size: set it true",
+             "true with lra_code", (A + "lra_code",))))
 
 LINEAR_TRANSFORMER = transformer_schema("linear_transformer", (
     Option(A + "eps", POSITIVE, "added to the denominator"),
@@ -122,8 +157,13 @@ LINFORMER = transformer_schema("linformer", (
 
 LOCAL = transformer_schema("local", (
     Option(A + "block_size", SIZE, "group length"),
-    Option(A + "grouping", Choice(*GROUPINGS), "contiguous chunks or LRA's strided groups"),
-), (at_most_length(A + "block_size", "a group"),))
+    Option(A + "grouping", Nullable(Choice(*GROUPINGS), "contiguous; strided with lra_code"),
+           "contiguous chunks or LRA's strided groups"),
+    mechanism_lra_code("strided groups, the mask cut in contiguous chunks"),
+), (at_most_length(A + "block_size", "a group"),
+    relation(A + "grouping", lambda v: not v[A + "lra_code"] or v[A + "grouping"] in (None, "strided"),
+             "lra_code=true runs LRA's strided groups: leave it null (or set lra_code=false)",
+             "null or strided with lra_code", (A + "lra_code",))))
 
 LONGFORMER = transformer_schema("longformer", (
     Option(A + "window_size", SIZE, "sliding-window keys per query"),
@@ -145,12 +185,14 @@ REFORMER = transformer_schema("reformer", (
     Option(A + "n_hashes", SIZE, "hash rounds"),
     Option(A + "n_buckets", Int(2, step=2), "hash buckets"),
     Option(A + "chunk_length", Nullable(SIZE, "max_length // n_buckets + 1"), "keys per chunk"),
-    Option(A + "self_mask", BOOL, "a query never attends to itself"),
-    Option(A + "key_norm", BOOL, "unit-length keys"),
-    Option(A + "score_scale", Choice(*SCORE_SCALES), "q.k * sqrt(E) (LRA) or / sqrt(E)"),
-    Option(A + "out_proj", BOOL, "an output projection (width d_qkv)"),
+    Option(A + "self_mask", Nullable(BOOL, "true; false with lra_code"), "a query never attends to itself"),
+    Option(A + "key_norm", Nullable(BOOL, "true; false with lra_code"), "unit-length keys"),
+    Option(A + "score_scale", Nullable(Choice(*SCORE_SCALES), "standard; lra with lra_code"),
+           "q.k * sqrt(E) (lra) or / sqrt(E)"),
+    Option(A + "out_proj", Nullable(BOOL, "true; false with lra_code"), "an output projection (width d_qkv)"),
     Option(A + "hash_seed", SEED, "the fixed rotation's seed"),
-), heads=divides(B + "n_heads", _reformer_width, "the attention width (d_model; d_qkv with out_proj)",
+    mechanism_lra_code("no self mask, raw keys, q.k * sqrt(E), no output projection"),
+), tuple(_lra_value(A + key, value) for key, value in REFORMER_LRA.items()), heads=divides(B + "n_heads", _reformer_width, "the attention width (d_model; d_qkv with out_proj)",
                  (B + "d_qkv", B + "d_model", A + "out_proj")))
 
 SINKHORN = transformer_schema("sinkhorn", (
@@ -160,8 +202,8 @@ SINKHORN = transformer_schema("sinkhorn", (
     Option(A + "sinkhorn_iters", Int(0), "Sinkhorn iterations"),
     Option(A + "temperature", POSITIVE, "sort temperature"),
     Option(A + "local", BOOL, "each block also attends to itself"),
-    Option(A + "lra_indexing", BOOL, "LRA's strided blocks and all-blocks sum"),
-), (at_most_length(A + "block_size", "a block"),))
+    mechanism_lra_code("strided blocks, inert sort net"),
+), (at_most_length(A + "block_size", "a block"), _lra_value(A + "local", True, nullable=False)))
 
 SPARSE_TRANSFORMER = transformer_schema("sparse_transformer", (
     Option(A + "block_size", SIZE, "block length"),
@@ -174,9 +216,11 @@ SYNTHESIZER = transformer_schema("synthesizer", (
     Option(A + "mode", Choice(*SYNTHESIZER_MODES), "synthetic logits"),
     Option(A + "ignore_dot_product", BOOL, "synthetic logits only (no Q K^T)"),
     Option(A + "k", SIZE, "rank of factorized_random"),
+    mechanism_lra_code("dense logits reshaped unpermuted, no mask without the dot product"),
 ))
 
-LUNA = Schema("luna", classifier(mask_zero_inputs=True) + transformer_backbone(()) + (
+LUNA = Schema("luna", classifier(lra_code=Option("net.lra_code", Choice(False), "Luna is not in LRA's code: "
+                                                "the top-level lra_code=true is refused")) + transformer_backbone(()) + (
     Option(B + "proj_length", SIZE, "memory length l"),
     Option(B + "act_dropout", DROPOUT, "dropout after the FFN activation"),
     Option(B + "embed_norm", BOOL, "LayerNorm on the embedded X and P"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 
-from lra_bench.models.options.builtin import SCHEMAS, classifier, transformer_backbone
+from lra_bench.models.options.builtin import CLASSIFIER_LRA_CODE, SCHEMAS, classifier, transformer_backbone
 from lra_bench.models.options.rules import Option, Schema
 
 BASED_ON = {"mega_chunk": "mega", "s4d": "s4"}  # shown as their differences
@@ -49,12 +49,12 @@ def model_table(schema: Schema, shared: Sequence[Option] = ()) -> list[str]:
 
 def readme_tables() -> str:
     """Every built-in model's options, the shared keys once."""
-    common = classifier(mask_zero_inputs=True)
+    common = classifier(lra_code=CLASSIFIER_LRA_CODE)
     block = transformer_backbone(())
     block_models = [name for name, s in SCHEMAS.items() if set(block) <= set(s.options)]
     out = [BEGIN, ""]
-    out += section("Every model: <code>model.d_model</code> and the classifier (<code>mask_zero_inputs</code>: the "
-                   "Transformer block and Luna only)", common)
+    out += section("Every model: <code>model.d_model</code> and the classifier (<code>lra_code</code>: the LRA "
+                   "Transformer block's models only)", common)
     out += section(f"The LRA Transformer block (and Luna's): {', '.join(f'<code>{m}</code>' for m in block_models)}", block)
     for schema in SCHEMAS.values():
         out += model_table(schema, (*common, *(block if schema.model in block_models else ())))
