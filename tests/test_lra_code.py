@@ -488,14 +488,15 @@ def test_lra_code_on_a_model_lra_never_ran_stops_with_one_line() -> None:
 
 
 def test_report_marks_lra_code_runs() -> None:
-    from lra_bench.reporting.tables import table_rows
+    from lra_bench.reporting.tables import row_name, table_rows
 
     runs = [{"model": "transformer", "task": "listops", "seed": s, "test/acc": 0.37, "lra_code": s == 1,
              "experiment": "lra/transformer-listops", "overrides": ["experiment=lra/transformer-listops"]
              + (["lra_code=true"] if s == 1 else [])} for s in (0, 1)]
-    rows = {r["model"]: r for r in table_rows(runs)}
-    assert set(rows) == {"transformer", "transformer [LRA code]"}
-    assert rows["transformer [LRA code]"]["scale"] == "paper preset"
+    rows = {(r["model"], r["lra_code"]): r for r in table_rows(runs)}
+    assert set(rows) == {("transformer", False), ("transformer", True)}  # two rows, never pooled as seeds
+    assert rows[("transformer", True)]["scale"] == "paper preset"
+    assert row_name(rows[("transformer", True)], bold=False) == "transformer [LRA code]"
 
 
 @pytest.mark.slow
