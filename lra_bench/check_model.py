@@ -209,18 +209,52 @@ def measure_cell(spec: dict[str, Any]) -> dict[str, Any]:
         return {"error": one_line(e)}
 
 
+DEVICE_CHOICES = "cpu, cuda or cuda:<index>"
+
+
+def valid_device(device: str) -> bool:
+    kind, _, index = device.partition(":")
+    return device == "cpu" or (kind == "cuda" and (not index or index.isdigit()))
+
+
+def argument_problem(target: Target, device: str) -> str | None:
+    """Why the command line cannot be checked (an unknown model or task, a device torch has no name for, a model
+    option out of its range), as one line; None when it can. Checked before anything is built, so a bad argument is
+    never reported as the model failing a check."""
+    from hydra.errors import HydraException
+
+    from lra_bench.checks.build import compose, model_overrides
+    from lra_bench.config import available, search_path_note
+    from lra_bench.errors import ConfigError
+    from lra_bench.models.options.check import check_model_options
+
+    searchpath = list(target.searchpath)
+    for group, name in (("model", target.model), ("task", target.task)):
+        valid = available(group, searchpath)
+        if name not in valid:
+            where = search_path_note(searchpath).format(group=group)
+            return f"unknown {group} {name!r}; valid {group}s: {', '.join(valid)} ({where})"
+    if not valid_device(device):
+        return f"device={device}: must be {DEVICE_CHOICES}"
+    try:
+        check_model_options(compose(model_overrides(target, target.task), target.searchpath))  # at the task's length
+    except ConfigError as e:
+        return str(e)
+    except HydraException as e:  # an override of a key the config does not have, a bad value's syntax
+        return " ".join(str(e).split())
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from lra_bench.benchmarks.cells import serve_cell
-    from lra_bench.config import available, search_path_note
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if serve_cell(argv, measure_cell):
         return 0
     target, long, device, only = parse(argv)
-    valid = available("model", list(target.searchpath))
-    if target.model not in valid:
-        where = search_path_note(list(target.searchpath)).format(group="model")
-        print(f"error: unknown model {target.model!r}; valid models: {', '.join(valid)} ({where})", file=sys.stderr)
+    problem = argument_problem(target, device)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     results = run_checks(target, long=long, device=device, only=only)
     print_table(target, results, long)

@@ -285,6 +285,9 @@ def resume_point(cfg: DictConfig, out_dir: Path) -> str | None:
 def main(cfg: DictConfig) -> float:
     multirun = is_multirun()
     check_multirun_ddp(cfg)
+    if not multirun:  # before the run folder is touched; a sweep's bad cell fails in it (error.json) like any other
+        check_names(cfg)
+        check_options(cfg)
     try:
         result = train(cfg)
     except Exception as e:
@@ -330,5 +333,8 @@ def check_experiment_names(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from lra_bench.config import check_override_keys
+
     check_experiment_names(sys.argv[1:])
+    check_override_keys(sys.argv[1:])
     main()

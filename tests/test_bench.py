@@ -133,7 +133,7 @@ def test_cells_over_the_budget_are_skipped_and_marked(tmp_path: Path) -> None:
 def test_a_failing_cell_is_marked_not_fatal(tmp_path: Path) -> None:
     cfg = bench_config(tmp_path, "models=[transformer]", "lengths=[64]", 'model_overrides=["model.net.backbone.n_heads=3"]', "flops=false")
     rows = bench.run(cfg)["rows"]
-    assert "skipped" in rows[0] and "divisible" in rows[0]["skipped"]
+    assert "skipped" in rows[0] and "model.net.backbone.n_heads=3: must divide" in rows[0]["skipped"]  # the option check
 
 
 @pytest.mark.slow

@@ -169,6 +169,7 @@ def run_grid(cfg, notes: list[str] | None = None) -> list[dict[str, Any]]:
     from lra_bench.benchmarks.budget import skip_reason
     from lra_bench.benchmarks.cells import run_cell
     from lra_bench.benchmarks.model_configs import length_overrides, parameter_megabytes, resolve
+    from lra_bench.models.options.check import check_model_options
 
     notes = [] if notes is None else notes
     device = resolve_device(cfg)
@@ -188,6 +189,7 @@ def run_grid(cfg, notes: list[str] | None = None) -> list[dict[str, Any]]:
             history: list[dict] = []
             try:
                 resolved, composed = resolve(model, cfg.preset_task, list(cfg.model_overrides), paths)
+                check_model_options(composed)  # a bad model_overrides value: one line, before any cell is built
                 unbuildable = None
             except Exception as e:  # an unknown model or a broken config: its cells are marked, the run goes on
                 resolved, composed, unbuildable = None, None, f"not built: {str(e).splitlines()[0][:200]}"

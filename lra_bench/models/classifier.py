@@ -22,6 +22,8 @@ from lra_bench.models.protocol import max_length, protocol_problem, supported_in
 
 POOLINGS = ("mean", "cls", "first", "sum")
 PAIR_FEATURES = ("concat", "nli")
+HEAD_ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # flax nn.gelu (S5)
+                    "relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 def stack_pair(tokens: torch.Tensor, lengths: torch.Tensor, tokens2: torch.Tensor, lengths2: torch.Tensor
@@ -43,8 +45,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, d_in: int, num_classes: int, hidden: int | Sequence[int], activation: str, dropout: float,
                  out_bias: bool):
         super().__init__()
-        acts = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # flax nn.gelu (S5)
-                "relu": nn.ReLU, "tanh": nn.Tanh}
+        acts = HEAD_ACTIVATIONS
         if activation not in acts:
             raise ValueError(f"head activation must be one of {sorted(acts)}, got {activation!r}")
         sizes = [h for h in ([hidden] if isinstance(hidden, int) else list(hidden)) if h]
