@@ -51,6 +51,20 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 
+def pin_threads(cfg: DictConfig) -> None:
+    """``torch_threads``: a fixed intra-op thread count, so a run's float reductions do not depend on how many cores
+    the machine has (the quick default pins 2: its README figures hold on any machine with the same torch build)."""
+    threads = cfg.get("torch_threads")
+    if threads is None:
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ConfigError(f"torch_threads={threads!r}: must be null (torch's default) or an integer >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+    log.info("torch intra-op threads: %d (torch_threads)", threads)
+
+
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Trainer]:
     """Instantiate the datamodule, the LightningModule and the trainer (with callbacks and loggers)."""
     check_names(cfg)
@@ -108,6 +122,7 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
     quiet_library_noise()
     if cfg.get("note"):
         log.info("%s", cfg.note)
+    pin_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
     logged = OmegaConf.to_container(cfg, resolve=True)
