@@ -72,3 +72,12 @@ def test_the_quick_default_is_bit_for_bit_equal_across_thread_counts_and_loader_
     assert len(first_losses) >= 6 and first_losses == second_losses  # every logged loss, as written, step by step
     for key in ("val/acc_best", "test/acc", "test/loss"):
         assert first[key] == second[key], key
+
+
+@pytest.mark.parametrize("best_checkpoint, label", [("/run/checkpoints/best.ckpt", "test accuracy (best ckpt)"),
+                                                    ("", "test accuracy (final weights)")])
+def test_the_summary_says_which_weights_were_tested(best_checkpoint: str, label: str, capsys) -> None:
+    from lra_bench.training.summary import print_summary
+
+    print_summary({"task": "listops", "model": "mega", "test/acc": 0.5, "best_checkpoint": best_checkpoint})
+    assert label in capsys.readouterr().out
