@@ -87,6 +87,10 @@ def run_checks(target: Target, long: bool = False, device: str = "cpu", only: Se
         net = build(cfg)
     except Exception as e:  # noqa: BLE001 - a model that does not build is the first finding
         return [CheckResult(protocol, FAIL, "does not build", one_line(e))]
+    if cfg.model.name != target.model:  # train would call it an unknown model: runs are keyed by the file's name
+        return [CheckResult(protocol, FAIL, "name is not the file's",
+                            f"model={target.model} (conf/model/{target.model}.yaml) declares name: {cfg.model.name}; "
+                            f"set name: {target.model} (train, sweeps and the report know a model by its file name)")]
     backbone = net.backbone
     d_model = int(cfg.model.net.d_model)
     problem = protocol_problem(backbone)

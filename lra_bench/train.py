@@ -31,6 +31,7 @@ from lra_bench.training.loggers import finish_wandb
 from lra_bench.training.module import LRAModule
 from lra_bench.training.options import check_options
 from lra_bench.errors import ConfigError, RunStorageError
+from lra_bench.target_errors import target_error
 from lra_bench.training.checkpoint_io import atomic_write
 from lra_bench.training.run_lock import RunLock
 from lra_bench.training.run_state import (checkpoint_step, clear_error, finished_result, record_error, remove_stale_temp_files,
@@ -71,7 +72,13 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Traine
     check_options(cfg)
     datamodule = instantiate(cfg.task.datamodule)
     resolve_vocab_size(cfg, datamodule)
-    net = instantiate(cfg.model.net)
+    try:
+        net = instantiate(cfg.model.net)
+    except Exception as e:
+        unloadable = target_error(e)
+        if unloadable is None:
+            raise
+        raise ConfigError(f"model {cfg.model.name}: {unloadable}") from e
     module = LRAModule(
         net,
         num_classes=cfg.task.num_classes,

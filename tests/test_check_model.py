@@ -116,7 +116,35 @@ def broken_conf(tmp_path_factory: pytest.TempPathFactory) -> str:
     (root / "model").mkdir()
     for name, cls in BROKEN.items():
         (root / "model" / f"{name}.yaml").write_text(MODEL_YAML.format(name=name, cls=cls))
+    # a researcher's slips: a name that is not the file's, a _target_ with a typo
+    (root / "model" / "misnamed.yaml").write_text(MODEL_YAML.format(name="wrongname", cls="MixesBatchRows"))
+    (root / "model" / "target_typo.yaml").write_text(MODEL_YAML.format(name="target_typo", cls="MixesBatchRow"))
     return f"file://{root}"
+
+
+def test_a_name_that_is_not_the_file_name_fails_the_check_naming_both(broken_conf: str) -> None:
+    ((status, figure, detail),) = check("misnamed", broken_conf).values()
+    assert status == FAIL and figure == "name is not the file's"
+    assert "model=misnamed" in detail and "declares name: wrongname" in detail and "set name: misnamed" in detail
+
+
+def test_a_target_typo_is_reported_whole_with_the_closest_existing_name(broken_conf: str) -> None:
+    ((status, figure, detail),) = check("target_typo", broken_conf).values()
+    assert status == FAIL and figure == "does not build"
+    assert "_target_ 'tests.test_check_model.MixesBatchRow' cannot be loaded: ModuleNotFoundError" in detail
+    assert "Are you sure that 'MixesBatchRow' is importable" in detail  # the reason Hydra's first line cut off
+    assert detail.endswith("closest existing name: tests.test_check_model.MixesBatchRows")
+
+
+def test_train_refuses_a_target_typo_with_one_line(broken_conf: str) -> None:
+    from lra_bench import train as train_mod
+    from lra_bench.errors import ConfigError
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["model=target_typo", f"hydra.searchpath=[{broken_conf}]", "logger=none"], return_hydra_config=True)
+    with pytest.raises(ConfigError, match=r"model target_typo: _target_ .*closest existing name: "
+                                          r"tests.test_check_model.MixesBatchRows$"):
+        train_mod.build(cfg)
 
 
 def check(name: str, searchpath: str, only: tuple[str, ...] = CORRECTNESS) -> dict[str, tuple[str, str, str]]:

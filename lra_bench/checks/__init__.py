@@ -35,7 +35,13 @@ def fmt(value: float) -> str:
 
 
 def one_line(e: BaseException) -> str:
-    """An exception as one line: the original error under Hydra's instantiation wrapper, first line, bounded."""
+    """An exception as one line: the original error under Hydra's instantiation wrapper, first line, bounded; a
+    ``_target_`` that cannot be loaded whole, with the closest existing name (``lra_bench.target_errors``)."""
+    from lra_bench.target_errors import target_error
+
+    unloadable = target_error(e)
+    if unloadable is not None:
+        return unloadable
     while type(e).__name__ == "InstantiationException" and e.__cause__ is not None:
         e = e.__cause__
     text = str(e).splitlines()[0] if str(e) else ""
