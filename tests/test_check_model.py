@@ -122,6 +122,35 @@ def broken_conf(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"file://{root}"
 
 
+def test_each_row_shows_its_threshold_and_a_failing_row_its_likely_cause(broken_conf: str) -> None:
+    results = {r.name: r for r in run_checks(Target(model="attends_to_padding", quick=True, searchpath=(broken_conf,)),
+                                             only=("pads", "gradients"))}
+    values = results["pads: values at pads are ignored"]
+    assert values.failed and "mask the keys of an attention" in values.cause
+    assert values.threshold.startswith("≤ ") and values.threshold.endswith("(0.0001 × max(1, max |y|))")
+    assert results["pads: backbone output is zero at pads"].threshold == "= 0 exactly"
+    passed = results["gradients: every parameter, finite and non-zero"]
+    assert not passed.failed and passed.threshold == "all tensors" and passed.cause == ""
+    unused = {r.name: r for r in run_checks(Target(model="unused_parameter", quick=True, searchpath=(broken_conf,)),
+                                            only=("gradients",))}["gradients: every parameter, finite and non-zero"]
+    assert unused.failed and unused.cause == "a layer built but never called in forward"
+
+
+def test_the_operations_row_separates_linear_from_quadratic_and_is_the_same_on_every_run(broken_conf: str) -> None:
+    """FLOPs are counted, not timed: a loaded machine cannot move them (the time row's exponent moved from 0.12 to
+    1.66 between two runs on a busy machine)."""
+    def operations(model: str) -> tuple[str, str]:
+        results = run_checks(Target(model=model, quick=True, searchpath=(broken_conf,)), only=("cost",))
+        row = {r.name: r for r in results}["cost: operations of a training step"]
+        return row.figure, row.detail
+
+    linear, quadratic = operations("mixes_batch_rows"), operations("attends_to_padding")
+    assert operations("mixes_batch_rows") == linear  # the same counts, to the digit
+    slope = lambda figure: float(figure.split()[1])  # noqa: E731
+    assert 0.95 <= slope(linear[0]) <= 1.05 and slope(quadratic[0]) >= 1.5, (linear, quadratic)
+    assert "GFLOP" in linear[1]
+
+
 def test_a_name_that_is_not_the_file_name_fails_the_check_naming_both(broken_conf: str) -> None:
     ((status, figure, detail),) = check("misnamed", broken_conf).values()
     assert status == FAIL and figure == "name is not the file's"

@@ -101,6 +101,7 @@ def test_a_scaffolded_model_goes_through_check_sweep_bench_report_and_dashboard(
     assert sorted((r["model"], r["seed"], r["global_step"]) for r in results) == [(NAME, 1, 3), (NAME, 2, 3)]
 
     monkeypatch.setenv("LRA_BENCH_CONFIG_PATH", searchpath)
+    monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])  # the bench's cells are fresh processes
     monkeypatch.syspath_prepend(str(package))
     from lra_bench.benchmarks import bench
     from tests.test_bench import bench_config

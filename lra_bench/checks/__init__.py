@@ -12,13 +12,15 @@ PASS, FAIL, WARN, INFO, SKIP = "pass", "fail", "warn", "info", "skip"
 @dataclass(frozen=True)
 class CheckResult:
     """One row of the table: the check, its status (pass, fail, warn = worth a look but not wrong, info = measured
-    only, skip), the measured figure,
-    and a line saying what was measured or what went wrong."""
+    only, skip), the measured figure and the threshold it is held against, a line saying what was measured or what
+    went wrong, and for a failing row its likely cause."""
 
     name: str
     status: str
     figure: str
     detail: str = ""
+    threshold: str = ""  # what the figure is held against, printed beside it ("" for a figure only read)
+    cause: str = ""      # for a failing row: the usual reasons a backbone fails this check
 
     @property
     def failed(self) -> bool:
