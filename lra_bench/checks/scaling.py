@@ -22,9 +22,8 @@ reading; a length that fails to run fails the check.
 from __future__ import annotations
 
 import math
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -74,24 +73,12 @@ def measure(target: Target, length: int, device: str = "cpu", warmup: int = 1, r
     else:
         reset_peak_rss()
         before = current_rss_mb()
-        timing = cpu_time_step(step, warmup, repeats)
+        timing = time_step(step, warmup, repeats, clock=time.process_time)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
     with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
         step()
     return {"length": length, "time_s": timing["median_s"], "spread": (timing["max_s"] - timing["min_s"]) / max(timing["median_s"], 1e-9),
             "memory_mb": max(peak - before, 0.0), "flops": float(counter.get_total_flops())}
-
-
-def cpu_time_step(step: Callable[[], None], warmup: int, repeats: int) -> dict[str, float]:
-    """As ``time_step``, in process CPU time: a step that waits for a core on a loaded machine is not charged for it."""
-    times = []
-    for i in range(warmup + repeats):
-        start = time.process_time()
-        step()
-        if i >= warmup:
-            times.append(time.process_time() - start)
-    median = statistics.median(times)
-    return {"median_s": median, "min_s": min(times), "max_s": max(times)}
 
 
 def exponent(points: Sequence[tuple[int, float]]) -> float | None:
