@@ -157,6 +157,17 @@ def test_a_name_that_is_not_the_file_name_fails_the_check_naming_both(broken_con
     assert "model=misnamed" in detail and "declares name: wrongname" in detail and "set name: misnamed" in detail
 
 
+@pytest.mark.slow
+def test_train_names_the_file_and_its_name_when_they_differ(broken_conf: str, tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "lra_bench.train", f"hydra.searchpath=[{broken_conf}]", "model=misnamed",
+                           "logger=none", f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}"],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == ("error: model=misnamed: conf/model/misnamed.yaml declares name: wrongname; "
+                                                    "a model's name must be its file name: set name: misnamed")
+
+
 def test_a_target_typo_is_reported_whole_with_the_closest_existing_name(broken_conf: str) -> None:
     ((status, figure, detail),) = check("target_typo", broken_conf).values()
     assert status == FAIL and figure == "does not build"
