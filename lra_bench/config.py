@@ -143,6 +143,11 @@ def check_names(cfg: DictConfig) -> None:
         name = OmegaConf.select(cfg, f"{group}.name")
         valid = available(group, searchpath)
         if name not in valid:
+            hc = hydra_runtime()
+            chosen = hc.runtime.choices.get(group) if hc is not None else None
+            if chosen in valid:  # the file exists; its name: says something else (check_model refuses it too)
+                raise ConfigError(f"{group}={chosen}: conf/{group}/{chosen}.yaml declares name: {name}; a {group}'s name "
+                                  f"must be its file name: set name: {chosen}")
             where = search_path_note(searchpath).format(group=group)
             raise ConfigError(f"unknown {group} {name!r}; valid {group}s: {', '.join(valid)} ({where})")
     drop_foreign_preset_keys(cfg)

@@ -32,6 +32,7 @@ from lra_bench.training.module import LRAModule
 from lra_bench.training.options import check_options
 from lra_bench.errors import ConfigError, RunStorageError
 from lra_bench.training import data_identity, stopping
+from lra_bench.target_errors import target_error
 from lra_bench.training.checkpoint_io import atomic_write
 from lra_bench.training.run_lock import RunLock
 from lra_bench.training.run_state import (checkpoint_step, clear_error, finished_result, record_error, remove_stale_temp_files,
@@ -52,13 +53,33 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 
+def pin_threads(cfg: DictConfig) -> None:
+    """``torch_threads``: a fixed intra-op thread count, so a run's float reductions do not depend on how many cores
+    the machine has (the quick default pins 2: its README figures hold on any machine with the same torch build)."""
+    threads = cfg.get("torch_threads")
+    if threads is None:
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ConfigError(f"torch_threads={threads!r}: must be null (torch's default) or an integer >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+    log.info("torch intra-op threads: %d (torch_threads)", threads)
+
+
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Trainer]:
     """Instantiate the datamodule, the LightningModule and the trainer (with callbacks and loggers)."""
     check_names(cfg)
     check_options(cfg)
     datamodule = instantiate(cfg.task.datamodule)
     resolve_vocab_size(cfg, datamodule)
-    net = instantiate(cfg.model.net)
+    try:
+        net = instantiate(cfg.model.net)
+    except Exception as e:
+        unloadable = target_error(e)
+        if unloadable is None:
+            raise
+        raise ConfigError(f"model {cfg.model.name}: {unloadable}") from e
     module = LRAModule(
         net,
         num_classes=cfg.task.num_classes,
@@ -111,6 +132,7 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
     quiet_library_noise()
     if cfg.get("note"):
         log.info("%s", cfg.note)
+    pin_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
     data_identity.check(Path(cfg.paths.output_dir), datamodule, continuing=ckpt_path is not None)

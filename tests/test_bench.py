@@ -257,6 +257,25 @@ def test_lra_efficiency_table_puts_lra_published_ratios_beside_ours() -> None:
     assert reformer["goal"] == ">= 0.8x" and "LRA measured 0.8x" in reformer["note"] and reformer["met"]
 
 
+def test_an_own_model_alone_gets_no_mega_goals_and_a_hint_for_the_ratio_columns() -> None:
+    """make bench ARGS="models=[bi_hyena]": no "mega_chunk ... not measured" goal rows; the – ratios say how to
+    get them. With both Transformers in the grid, no hint."""
+    meta = {"device": "cpu", "precision": "fp32", "task": "text", "batch": 1, "repeats": 3, "warmup": 1, "peak_flops": 1e12}
+    rows = [{"model": "bi_hyena", "length": n, "tokens_per_s": 1000.0 * n, "train_s": 1e-3, "memory_mb": 5.0}
+            for n in (1024, 4096)]
+    bench.add_ratios(rows, 1e12)
+    assert bench.check_targets(rows) == []
+    md = bench.markdown(rows, bench.check_targets(rows), meta)
+    assert "mega_chunk" not in md and "| target | goal |" not in md
+    assert "| bi_hyena | 1,024,000 (–/–) |" in md
+    assert ("transformer and transformer_vanilla are not in this grid, so their ratios show –. Add them: "
+            "models=[bi_hyena,transformer,transformer_vanilla]") in md
+    both = lra_rows()
+    bench.add_ratios(both, 1e12)
+    assert "not in this grid" not in bench.markdown(both, bench.check_targets(both), meta)
+    assert not [t for t in bench.check_targets(both) if t["claim"].startswith("mega_chunk")]
+
+
 def test_every_model_config_is_in_the_default_bench() -> None:
     from lra_bench.config import CONFIG_DIR
 

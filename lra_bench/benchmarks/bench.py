@@ -256,10 +256,10 @@ def add_ratios(rows: list[dict], peak_flops: float | None) -> None:
 
 
 def targets_for(models: list[str]) -> list[tuple[str, str, int, str, float, str | None]]:
-    """(model, reference, length, kind, goal, note): the fixed Mega targets, then for the models in this run
+    """(model, reference, length, kind, goal, note) for the models in this run: the fixed Mega-chunk targets, then
     issue 12's (each LRA model at 4K as fast as the SDPA Transformer, or as slow as LRA measured it) and
     issue 13's (S5 and LRU as fast as S4D at 4K: they are diagonal recurrences too)."""
-    out = [(*t, None) for t in TARGETS]
+    out = [(*t, None) for t in TARGETS if t[0] in models]  # goals only for the models they concern
     for m in models:
         if m in LRA_MODELS:
             slower = lra_slower_at_4k(m)
@@ -384,6 +384,16 @@ def peak_line(meta: dict) -> str:
     return describe(meta) if "peak_start_flops" in meta else f"peak matmul {meta['peak_flops'] / 1e9:,.0f} GFLOP/s"
 
 
+def ratio_hint(models: list[str]) -> str | None:
+    """How to get the ratio columns when a reference they divide by is not in the grid (they show – then)."""
+    missing = [ref for ref in REFERENCES[:2] if ref not in models]
+    if not missing:
+        return None
+    return (f"The ratio columns divide by {' and '.join(REFERENCES[:2])} measured in the same run; "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in this grid, so {'its' if len(missing) == 1 else 'their'} "
+            f"ratios show –. Add {'it' if len(missing) == 1 else 'them'}: models=[{','.join([*models, *missing])}].")
+
+
 def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
     lengths = sorted({r["length"] for r in rows})
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -393,6 +403,8 @@ def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
            f"({'CUDA allocator' if meta['device'] == 'cuda' else 'peak RSS minus the RSS before the step'}); "
            f"{peak_line(meta)}.", ""]
     out += [f"- note: {n}" for n in meta.get("notes", [])] + ([""] if meta.get("notes") else [])
+    hint = ratio_hint(models)
+    out += [hint, ""] if hint else []
     out += length_table(f"Training tokens/s, median [slowest–fastest of the {meta['repeats']} timed steps] (speed x vs "
                         f"SDPA Transformer / vanilla Transformer; `?`: the two cells' ranges overlap, the ratio does not "
                         f"order them; `noisy`: range > {100 * NOISY:.0f}% of the median):", "tokens_per_s", "speed",
@@ -418,7 +430,7 @@ def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
             gf = f"{r['flops_per_step'] / 1e9:,.1f}" if r.get("flops_per_step") else "–"
             mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else r.get("mfu_flag", "–")
             out.append(f"| {r['model']} | {r['length']} | {inf} | {gf} | {mfu} |")
-    out += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
+    out += ["", "| target | goal | measured | met |", "|---|---|---|---|"] if targets else []
     for t in targets:
         measured = f"{t['measured']:.2f}x" if t["measured"] is not None else f"not measured ({t['note']})"
         if t.get("extrapolated") is not None:

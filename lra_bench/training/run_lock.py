@@ -3,7 +3,8 @@
 Two identical commands started together (or one while the first runs) would write the same folder: CSV rows
 twice, ``-v1`` checkpoints, and the second run's result.json over the first's. The second refuses with one line
 naming the running process. The lock is an OS advisory lock (``flock``) on ``<run>/.lock``: the kernel releases it
-when its process dies however it dies, so a stale lock file of a dead process is simply taken over.
+when its process dies however it dies, so a stale lock file of a dead process is simply taken over. A clean exit
+empties the holder record before unlocking, so only a process that died holding the folder is named as taken over.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            # emptied while still held (never unlinked: a process waiting on the old file would lock a ghost)
+            os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
