@@ -640,6 +640,127 @@ def test_lra_code_refuses_a_backbone_lra_never_ran() -> None:
         SequenceClassifier(OwnBackbone(), 16, 3, vocab_size=20, lra_code=True)
 
 
+# ---- the block, embedding and head: models/transformer/transformer.py, layers/common_layers.py -----------------------
+
+def flax_layer_norm(x, norm: torch.nn.LayerNorm) -> np.ndarray:  # flax.deprecated.nn.LayerNorm, epsilon 1e-6
+    mean = x.mean(-1, keepdims=True)
+    var = np.square(x).mean(-1, keepdims=True) - np.square(mean)
+    return (x - mean) / np.sqrt(var + 1e-6) * as_np(norm.weight) + as_np(norm.bias)
+
+
+def flax_gelu(x):  # nn.gelu = jax.nn.gelu, approximate=True
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def dense(x, linear: torch.nn.Linear):
+    return x @ as_np(linear.weight).T + (0.0 if linear.bias is None else as_np(linear.bias))
+
+
+def lra_encode(tokens, net: SequenceClassifier, cls: bool):  # TransformerEncoder.apply, lines 145-214, deterministic
+    bb = net.backbone
+    pm = (tokens > 0)[..., None]  # line 148
+    x = as_np(net.embedding.weight)[tokens]  # nn.Embed
+    if cls:  # lines 161-167
+        x = np.concatenate([np.broadcast_to(as_np(net.cls), (x.shape[0], 1, x.shape[2])), x], axis=1)
+        pm = np.concatenate([pm[:, :1], pm], axis=1)
+    x = x + as_np(bb.positions.table)[: x.shape[1]]  # AddPositionEmbs, learned (posembed_input)
+    pmf = pm.astype(np.float64)
+    for layer in bb.layers:  # TransformerBlock, lines 57-88
+        h = flax_layer_norm(x, layer.norm1)
+        H = layer.attn.n_heads
+        q, k, v = (np.einsum("bld,dhe->blhe", h, W) for W in fused(layer.attn.qkv, H))
+        w = flax_softmax(np.einsum("bqhe,bkhe->bhqk", q / np.sqrt(q.shape[-1]), k), make_padding_mask(pmf, pmf))
+        x = x + np.einsum("blhe,hed->bld", np.einsum("bhqk,bkhe->bqhe", w, v), dense_general_out(layer.attn.out.weight, H))
+        y = flax_layer_norm(x, layer.norm2)
+        x = x + dense(flax_gelu(dense(y, layer.mlp[0])), layer.mlp[3])  # MlpBlock, common_layers.py:154-163
+    encoded = flax_layer_norm(x, bb.final_norm)  # encoder_norm
+    return encoded[:, 0] if cls else encoded.mean(1)  # classifier_head pooling, common_layers.py:181-188
+
+
+def lra_head(pooled, net: SequenceClassifier):  # classifier_head / classifier_head_dual: Dense -> relu ... -> logits
+    dense_layers = [m for m in net.head.net if isinstance(m, torch.nn.Linear)]
+    for linear in dense_layers[:-1]:
+        pooled = np.maximum(dense(pooled, linear), 0.0)
+    return dense(pooled, dense_layers[-1])
+
+
+def lra_block_classifier(pooling: str, pair: bool = False) -> SequenceClassifier:
+    torch.manual_seed(0)
+    backbone = TransformerEncoder(16, 2, 2, 32, d_qkv=8, dropout=0.0, attn_dropout=0.0, max_length=13,
+                                  positions="learned", lra_code=True)
+    return SequenceClassifier(backbone, 16, 3, vocab_size=20, pooling=pooling, head_hidden=[8, 4] if pair else 8,
+                              head_activation="relu", pair=pair, lra_code=True).double().eval()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_lra_code_block_embedding_and_head_are_lras_encoder(pooling: str) -> None:
+    """Embedding, CLS, positions, pre-LN blocks (flax LayerNorm eps 1e-6, tanh GELU), final norm, pooling, head:
+    the whole classifier against LRA's TransformerEncoder + classifier_head, and the dual encoder's head."""
+    tokens = torch.tensor([[5, 3, 0, 7, 2, 9], [0, 4, 9, 1, 0, 0]])  # a black first pixel: CLS inherits its mask
+    lengths = torch.tensor([6, 4])
+    net = lra_block_classifier(pooling)
+    padded = np.pad(as_np(tokens), ((0, 0), (0, 13 - (pooling == "cls") - 6)))  # LRA's fixed length (max_len)
+    ref = lra_head(lra_encode(padded, net, pooling == "cls"), net)
+    with torch.no_grad():
+        torch.testing.assert_close(net(tokens, lengths), torch.from_numpy(ref), **TOL)
+    dual = lra_block_classifier("mean", pair=True)
+    tokens2 = torch.tensor([[8, 8, 1], [2, 0, 3]])
+    u = lra_encode(np.pad(as_np(tokens), ((0, 0), (0, 7))), dual, False)
+    v = lra_encode(np.pad(as_np(tokens2), ((0, 0), (0, 10))), dual, False)
+    with torch.no_grad():
+        out = dual(tokens, lengths, tokens2, torch.tensor([3, 3]))
+    torch.testing.assert_close(out, torch.from_numpy(lra_head(np.concatenate([u, v], 1), dual)), **TOL)
+
+
+def test_lra_code_block_settings_and_inits_default_keeps_the_definitions() -> None:
+    """lra_code: tanh GELU, eps 1e-6, MlpBlock xavier kernels with N(0, 1e-6) biases (common_layers.py:151-152),
+    the head lecun-normal (flax nn.Dense's default, truncated at 2 sd). Default: exact GELU, eps 1e-5."""
+    from lra_bench.models.classifier import ClassifierHead
+
+    torch.manual_seed(0)
+    lra = TransformerEncoder(64, 1, 2, 256, max_length=8, lra_code=True)
+    paper = TransformerEncoder(64, 1, 2, 256, max_length=8)
+    block, default = lra.layers[0], paper.layers[0]
+    assert block.mlp[1].approximate == "tanh" and default.mlp[1].approximate == "none"
+    assert {block.norm1.eps, block.norm2.eps, lra.final_norm.eps} == {1e-6}
+    assert {default.norm1.eps, default.norm2.eps, paper.final_norm.eps} == {1e-5}
+    for linear in (block.mlp[0], block.mlp[3]):
+        bound = (6 / sum(linear.weight.shape)) ** 0.5
+        assert 0.9 * bound < linear.weight.abs().max() <= bound
+        assert 0 < linear.bias.abs().max() < 1e-5
+    head = ClassifierHead(512, 10, 512, "relu", 0.0, True, lra_code=True).net[0]
+    std = 512 ** -0.5
+    assert head.weight.std().item() == pytest.approx(std, rel=0.02)
+    assert head.weight.abs().max() <= 2 * std / 0.87962566103423978 and (head.bias == 0).all()
+
+
+def test_sinusoidal_table_is_lras_float64_init() -> None:
+    """LRA's sinusoidal_init computes the angles in float64 (numpy) and stores float32; float32 angles are off by
+    up to ~2e-4 at position 4000."""
+    from lra_bench.models.attention.transformer import sinusoidal_table
+
+    max_len, d = 4097, 64
+    position = np.arange(0, max_len)[:, np.newaxis]  # common_layers.py:64-75
+    div_term = np.exp(np.arange(0, d, 2) * -(np.log(10000.0) / d))
+    pe = np.zeros((max_len, d), dtype=np.float32)
+    pe[:, 0::2] = np.sin(position * div_term)
+    pe[:, 1::2] = np.cos(position * div_term)
+    assert np.abs(as_np(sinusoidal_table(max_len, d)) - pe).max() <= 6e-8  # at most one float32 rounding apart
+    f32 = (torch.arange(max_len, dtype=torch.float32)[:, None]
+           * torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d)))
+    assert np.abs(torch.sin(f32).numpy() - pe[:, 0::2]).max() > 1e-5
+
+
+def test_lra_code_refuses_a_half_switched_model() -> None:
+    with pytest.raises(ValueError, match="LinformerAttention has lra_code=True: build both from the one top-level"):
+        TransformerEncoder(16, 1, 2, 32, max_length=8,
+                           attention=lambda **kw: LinformerAttention(16, 2, max_length=8, lra_code=True))
+    with pytest.raises(ValueError, match="TransformerEncoder.lra_code=False: build both"):
+        SequenceClassifier(TransformerEncoder(16, 1, 2, 32, max_length=8), 16, 3, vocab_size=20, lra_code=True)
+    with pytest.raises(ValueError, match="pre-LN with GELU"):
+        TransformerEncoder(16, 1, 2, 32, max_length=8, prenorm=False, lra_code=True)
+
+
 # ---- the schedule: utils/train_utils.py create_learning_rate_scheduler ------------------------------------------------
 
 def lra_lr(step: int, base: float, warmup: int, steps_per_cycle: int) -> float:  # lines 124-147
@@ -676,14 +797,15 @@ def test_no_preset_sets_an_option_of_the_switch() -> None:
 
 
 @pytest.mark.parametrize("model", ["transformer", "reformer", "bigbird", "sinkhorn", "local", "synthesizer",
-                                   "linformer", "performer"])
+                                   "linformer", "performer", "linear_transformer", "longformer", "sparse_transformer"])
 def test_every_mechanism_follows_the_one_switch(model: str) -> None:
     for switch in (False, True):
         cfg = compose_config([f"experiment=lra/{model}-image", f"lra_code={str(switch).lower()}",
                               "paths.output_dir=/tmp/lra_bench_presets"])
         assert cfg.model.net.lra_code is switch and cfg.scheduler.lra_cosine is switch
+        assert cfg.model.net.backbone.lra_code is switch  # the block
         attention = cfg.model.net.backbone.attention
-        if model in ("reformer", "bigbird", "sinkhorn", "local", "synthesizer"):
+        if model not in ("transformer", "sparse_transformer"):  # softmax and Sparse compute the same either way
             assert attention.lra_code is switch
 
 
