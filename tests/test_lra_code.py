@@ -670,7 +670,8 @@ def lra_encode(tokens, net: SequenceClassifier, cls: bool):  # TransformerEncode
         H = layer.attn.n_heads
         q, k, v = (np.einsum("bld,dhe->blhe", h, W) for W in fused(layer.attn.qkv, H))
         w = flax_softmax(np.einsum("bqhe,bkhe->bhqk", q / np.sqrt(q.shape[-1]), k), make_padding_mask(pmf, pmf))
-        x = x + np.einsum("blhe,hed->bld", np.einsum("bhqk,bkhe->bqhe", w, v), dense_general_out(layer.attn.out.weight, H))
+        y = np.einsum("bhqk,bkhe->bqhe", w, v)
+        x = x + np.einsum("blhe,hed->bld", y, dense_general_out(layer.attn.out.weight, H))
         y = flax_layer_norm(x, layer.norm2)
         x = x + dense(flax_gelu(dense(y, layer.mlp[0])), layer.mlp[3])  # MlpBlock, common_layers.py:154-163
     encoded = flax_layer_norm(x, bb.final_norm)  # encoder_norm

@@ -94,8 +94,9 @@ def draw_projection(kind: str, n_rows: int, n_cols: int, device: torch.device | 
 
 
 def lra_redraw_seed(q: torch.Tensor) -> int:
-    """LRA's seed for a redraw, ``int32(ceil(sum(query) * 1e7))`` over the whole batch (``performer_attention.py:581-582``);
-    out-of-range sums saturate (XLA leaves the float-to-int conversion of those to the backend)."""
+    """LRA's seed for a redraw, ``int32(ceil(sum(query) * 1e7))`` over the whole batch
+    (``performer_attention.py:581-582``); out-of-range sums saturate (XLA leaves the float-to-int conversion of those
+    to the backend)."""
     return int(torch.ceil(q.sum() * 1e7).clamp(*INT32).item())
 
 
@@ -171,7 +172,8 @@ class PerformerAttention(nn.Module):
         self.stabilizer = stabilizer
         self.lra_code = lra_code
         d_head = d_qkv // n_heads
-        W = None if features == "deterministic" else draw_projection(features, n_features, d_head, sign_fix=not lra_code)
+        W = None if features == "deterministic" else draw_projection(features, n_features, d_head,
+                                                                     sign_fix=not lra_code)
         self.register_buffer("projection", W)  # persistent: a fixed W is part of the model
         self.qkv, self.out = projections(d_model, d_qkv)
 

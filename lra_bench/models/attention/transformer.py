@@ -171,11 +171,13 @@ class TransformerEncoder(nn.Module):
                              build_attention(attention, **common, layer_index=i), lra_code)
             for i in range(n_layers)
         )
-        mixed = [type(layer.attn).__name__ for layer in self.layers if getattr(layer.attn, "lra_code", lra_code) != lra_code]
+        mixed = [type(layer.attn).__name__ for layer in self.layers
+                 if getattr(layer.attn, "lra_code", lra_code) != lra_code]
         if mixed:
             raise ValueError(f"the block has lra_code={lra_code} but its {mixed[0]} has lra_code={not lra_code}: "
                              "build both from the one top-level lra_code")
-        self.final_norm = nn.LayerNorm(d_model, eps=LRA_LAYERNORM_EPS if lra_code else 1e-5) if prenorm else nn.Identity()
+        eps = LRA_LAYERNORM_EPS if lra_code else 1e-5
+        self.final_norm = nn.LayerNorm(d_model, eps=eps) if prenorm else nn.Identity()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
         real = length_mask(lengths, x.size(1))  # (B, L) True at real positions
