@@ -269,6 +269,10 @@ NAMED: dict[str, tuple[tuple[str, ...], dict[str, Any], str, str]] = {
                                     "model.net.backbone.attention.local", "=false: lra_code=true .* where it is true: set it true"),
     "bigbird-lra-code-no-pad-block": (("model=bigbird",), {"lra_code": True, "model.net.backbone.attention.extra_pad_block": False},
                                       "model.net.backbone.attention.extra_pad_block", "=false: lra_code=true pads as LRA does"),
+    "longformer-lra-code-globals": (("model=longformer",), {"lra_code": True, "model.net.backbone.attention.n_global": 1},
+                                    "model.net.backbone.attention.n_global", "=1: lra_code=true runs LRA's Longformer"),
+    "block-lra-code-postnorm": (("model=transformer",), {"lra_code": True, "model.net.backbone.prenorm": False},
+                                "model.net.backbone.lra_code", "=true: lra_code=true runs LRA's block, pre-LN with GELU"),
     # typos of option names that reach the config (with +, or in a preset): named with the closest option
     "typo-added-n-layer": (("model=s5",), {"model.net.backbone.n_layer": 2}, "model.net.backbone.n_layer",
                            "=2: not an option of model s5; did you mean model.net.backbone.n_layers"),

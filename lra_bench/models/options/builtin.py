@@ -75,8 +75,17 @@ HEADS_DIVIDE_QKV = divides(B + "n_heads", _qkv_width, "the attention width (d_qk
 FITS_LENGTH = at_least_length(B + "max_length", "the position table")
 
 
-def transformer_backbone(attention: tuple[Option, ...]) -> tuple[Option, ...]:
-    """``TransformerEncoder``'s keys; ``attention`` the mechanism's (``net.backbone.attention.*``)."""
+BLOCK_LRA_CODE = Option(B + "lra_code", BOOL, "LRA's block: tanh GELU, LayerNorm eps 1e-6, LRA's inits; " + LRA_CODE)
+# LRA's block is pre-LN with GELU: the encoder refuses lra_code with another (TransformerEncoder)
+BLOCK_LRA_CODE_NEEDS_PRENORM_GELU = relation(
+    B + "lra_code", lambda v: not v[B + "lra_code"] or (v[B + "prenorm"] and v[B + "activation"] == "gelu"),
+    "lra_code=true runs LRA's block, pre-LN with GELU: set model.net.backbone.prenorm=true and activation=gelu "
+    "(or lra_code=false)", "needs prenorm true and activation gelu", (B + "prenorm", B + "activation"))
+
+
+def transformer_backbone(attention: tuple[Option, ...], lra_code: bool = True) -> tuple[Option, ...]:
+    """``TransformerEncoder``'s keys; ``attention`` the mechanism's (``net.backbone.attention.*``); ``lra_code``
+    whether the encoder has the switch (Luna's own encoder has not)."""
     return (
         Option(B + "d_model", SIZE, "model width (= d_model)"),
         Option(B + "n_layers", SIZE, "layers"),
@@ -89,6 +98,7 @@ def transformer_backbone(attention: tuple[Option, ...]) -> tuple[Option, ...]:
         Option(B + "activation", Choice("gelu", "relu"), "MLP activation"),
         Option(B + "positions", Choice("sinusoidal", "learned", "none"), "position table"),
         Option(B + "max_length", SIZE, "longest sequence (position table, length-sized mechanisms)"),
+        *((BLOCK_LRA_CODE,) if lra_code else ()),
         *attention,
     )
 
@@ -96,7 +106,7 @@ def transformer_backbone(attention: tuple[Option, ...]) -> tuple[Option, ...]:
 def transformer_schema(name: str, attention: tuple[Option, ...], relations: tuple[Relation, ...] = (),
                        heads: Relation = HEADS_DIVIDE_QKV) -> Schema:
     return Schema(name, classifier(lra_code=CLASSIFIER_LRA_CODE) + transformer_backbone(attention),
-                  (heads, FITS_LENGTH, *relations))
+                  (heads, FITS_LENGTH, BLOCK_LRA_CODE_NEEDS_PRENORM_GELU, *relations))
 
 
 def mechanism_lra_code(what: str) -> Option:
@@ -148,11 +158,13 @@ BIGBIRD = transformer_schema("bigbird", (
 
 LINEAR_TRANSFORMER = transformer_schema("linear_transformer", (
     Option(A + "eps", POSITIVE, "added to the denominator"),
+    mechanism_lra_code("the padding mask never applied"),
 ))
 
 LINFORMER = transformer_schema("linformer", (
     Option(A + "k", SIZE, "projected length (low-rank features)"),
     Option(A + "share_kv", BOOL, "one projection for keys and values"),
+    mechanism_lra_code("the padding mask never applied"),
 ))
 
 LOCAL = transformer_schema("local", (
@@ -168,7 +180,11 @@ LOCAL = transformer_schema("local", (
 LONGFORMER = transformer_schema("longformer", (
     Option(A + "window_size", SIZE, "sliding-window keys per query"),
     Option(A + "n_global", Int(0), "leading global positions"),
-), (at_most_length(A + "n_global", "the global positions"),))
+    mechanism_lra_code("no global tokens (LRA's encoder passes no global_mask)"),
+), (at_most_length(A + "n_global", "the global positions"),
+    relation(A + "n_global", lambda v: not v[A + "lra_code"] or v[A + "n_global"] == 0,
+             "lra_code=true runs LRA's Longformer, whose encoder passes no global_mask: set it 0 (or lra_code=false)",
+             "0 with lra_code", (A + "lra_code",))))
 
 PERFORMER = transformer_schema("performer", (
     Option(A + "kernel", Choice(*KERNELS), "relu (generalized) or softmax (FAVOR+)"),
@@ -177,6 +193,7 @@ PERFORMER = transformer_schema("performer", (
     Option(A + "redraw", BOOL, "a new projection at every training call"),
     Option(A + "feature_eps", Float(0), "added to every feature"),
     Option(A + "stabilizer", Float(0), "denominator guard"),
+    mechanism_lra_code("the padding mask never applied, features redrawn at every call"),
 ), (relation(A + "kernel", lambda v: v[A + "kernel"] != "softmax" or v[A + "features"] != "deterministic",
              "needs random features: set model.net.backbone.attention.features to ortho or iid",
              "softmax needs features ortho or iid", (A + "features",)),))
@@ -220,7 +237,7 @@ SYNTHESIZER = transformer_schema("synthesizer", (
 ))
 
 LUNA = Schema("luna", classifier(lra_code=Option("net.lra_code", Choice(False), "Luna is not in LRA's code: "
-                                                "the top-level lra_code=true is refused")) + transformer_backbone(()) + (
+                                                "the top-level lra_code=true is refused")) + transformer_backbone((), lra_code=False) + (
     Option(B + "proj_length", SIZE, "memory length l"),
     Option(B + "act_dropout", DROPOUT, "dropout after the FFN activation"),
     Option(B + "embed_norm", BOOL, "LayerNorm on the embedded X and P"),

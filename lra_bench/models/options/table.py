@@ -50,7 +50,7 @@ def model_table(schema: Schema, shared: Sequence[Option] = ()) -> list[str]:
 def readme_tables() -> str:
     """Every built-in model's options, the shared keys once."""
     common = classifier(lra_code=CLASSIFIER_LRA_CODE)
-    block = transformer_backbone(())
+    block = transformer_backbone((), lra_code=False)  # the keys Luna shares; the 11 models list their lra_code
     block_models = [name for name, s in SCHEMAS.items() if set(block) <= set(s.options)]
     out = [BEGIN, ""]
     out += section("Every model: <code>model.d_model</code> and the classifier (<code>lra_code</code>: the LRA "
