@@ -37,7 +37,7 @@ from lra_bench.training.checkpoint_io import (UnusableCheckpoint, WrongModel, at
 from lra_bench.training.resume_rules import resume_rule_line
 from lra_bench.training.run_lock import RunLock
 from lra_bench.training.run_state import (clear_error, finished_result, record_error, remove_stale_temp_files,
-                                          resume_checkpoint, set_aside, truncate_metrics, wandb_id)
+                                          resume_checkpoint, set_aside, set_unusable_aside, truncate_metrics, wandb_id)
 from lra_bench.training.summary import print_summary
 
 log = logging.getLogger("lra_bench.train")
@@ -179,6 +179,7 @@ def run(cfg: DictConfig, earlier_attempt: bool = False) -> dict[str, Any]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, default=str).encode()
+
     def write_result(f) -> None:
         f.write(text)
         fault_point("result_write", trainer.global_step)
@@ -283,18 +284,21 @@ def resume_point(cfg: DictConfig, out_dir: Path, module: LRAModule | None = None
         if listed_digests(ckpt) is None:
             log.warning("ckpt_path=%s has no checksum beside it (%s): loaded unverified", ckpt, checksum_path(ckpt).name)
     else:
-        skipped: list[str] = []
-        wrong_model: list[Path] = []
-        found = resume_checkpoint(out_dir, report=skipped, expected_shapes=expected, wrong_model=wrong_model)
-        for line in skipped:
-            log.warning(line)
-        if found is None and wrong_model:  # the command changed the model of a run that has checkpoints
+        skipped: dict[Path, UnusableCheckpoint] = {}
+        found = resume_checkpoint(out_dir, skipped, expected_shapes=expected)
+        for path, reason in skipped.items():
+            log.warning("skipping %s: %s", path, reason)
+        wrong_model = [p for p, reason in skipped.items() if isinstance(reason, WrongModel)]
+        if found is None and wrong_model:  # the command changed the model of a run that has checkpoints: refused below
             ckpt = wrong_model[-1]
             checkpoint = inspect_checkpoint(ckpt)
-        elif found is None:
-            start_over(out_dir, bool(skipped), loggers, earlier_attempt)
-            return None
         else:
+            aside = set_unusable_aside(list(skipped))
+            if aside is not None:
+                log.info("the skipped checkpoints are in %s", aside)
+            if found is None:
+                start_over(out_dir, bool(skipped), loggers, earlier_attempt)
+                return None
             ckpt = found[0]
             checkpoint = inspect_checkpoint(ckpt, expected)
     step = checkpoint["global_step"]

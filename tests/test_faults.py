@@ -161,3 +161,41 @@ def test_two_processes_building_one_cache_do_not_corrupt_it(listops_root: Path, 
     dm.setup()
     assert {s: len(d) for s, d in dm.datasets.items()} == {"train": 96, "val": 40, "test": 40}
     assert not list(tmp_path.glob("*.tmp-*")), "no temporary folder is left behind"
+
+
+def test_a_run_that_starts_over_logs_to_a_new_wandb_run(listops_root: Path, tmp_path: Path, offline_wandb: Path, caplog) -> None:
+    """W&B refuses steps below those a run has seen: a killed attempt's W&B run could not take a restart's rows
+    from step 0. The restart logs to a new W&B run and says so; the old one is left as it ended."""
+    out = tmp_path / "run"
+    train_mod.train(config(listops_root, out, "logger=wandb"))
+    first_id = (out / "wandb_id.txt").read_text().strip()
+    (out / "result.json").unlink()
+    for ckpt in (out / "checkpoints").glob("*.ckpt"):
+        ckpt.write_bytes(b"")
+    with caplog.at_level("INFO"):
+        train_mod.train(config(listops_root, out, "logger=wandb"))
+    second_id = (out / "wandb_id.txt").read_text().strip()
+    assert second_id != first_id
+    assert f"W&B: the killed attempt's run {first_id} is left as it ended; this attempt logs to a new run {second_id}" in caplog.text
+    assert list((out / "wandb").glob(f"offline-run-*-{second_id}"))
+
+
+def test_the_resume_rules_apply_optimizer_and_schedule_changes_refuse_model_and_data_changes_and_ignore_paths() -> None:
+    from lra_bench.training.resume_rules import resume_rule_line
+
+    saved = {"optimizer": {"lr": 2e-3}, "scheduler": {"decay": "cosine"}, "trainer": {"max_steps": 30, "accumulate_grad_batches": 1},
+             "model": {"d_model": 32}, "task": {"batch_size": 8, "datamodule": {"num_workers": 1}}, "seed": 1,
+             "paths": {"output_dir": "/a"}, "ckpt_path": None}
+    same = resume_rule_line("c.ckpt", 20, saved, saved | {"paths": {"output_dir": "/b"}, "ckpt_path": "c.ckpt"})
+    assert same.startswith("resume settings: the command matches c.ckpt's config")
+    changed = saved | {"optimizer": {"lr": 1e-5}, "scheduler": {"decay": "linear"}, "trainer": {"max_steps": 60, "accumulate_grad_batches": 1},
+                       "task": {"batch_size": 8, "datamodule": {"num_workers": 4}}}
+    line = resume_rule_line("c.ckpt", 20, saved, changed)
+    assert line.endswith("applied from step 20 (the lr schedule keeps its shape, rescaled to the new peak): optimizer.lr "
+                         "0.002 -> 1e-05; scheduler.decay 'cosine' -> 'linear'; trainer.max_steps 30 -> 60")
+    for key, refused in (("model.d_model", {"model": {"d_model": 64}}), ("seed", {"seed": 2}),
+                         ("task.batch_size", {"task": {"batch_size": 16, "datamodule": {"num_workers": 1}}}),
+                         ("trainer.accumulate_grad_batches", {"trainer": {"max_steps": 30, "accumulate_grad_batches": 2}})):
+        with pytest.raises(ConfigError, match=rf"^cannot resume c.ckpt with other {key} \("):
+            resume_rule_line("c.ckpt", 20, saved, saved | refused)
+    assert "records no run config" in resume_rule_line("old.ckpt", 20, None, saved)

@@ -206,21 +206,30 @@ class BetweenBatchesCheckpoint(ModelCheckpoint):
     The one it replaces is kept as ``<name>-previous.ckpt``: when the weights of the newest one give a non-finite loss,
     the NaN advice names the previous one, which held weights whose loss was finite."""
 
-    _due: tuple[Any, Any] | None = None
+    _due = False
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0:
-            self._due = (batch, batch_idx)
+            self._due = True
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._due is not None:
-            self._due = None
-            if not self._should_skip_saving_checkpoint(trainer) and trainer.is_global_zero and self.dirpath and self.filename:
-                current = Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}"
-                if current.is_file():  # the checkpoint first, then its checksum: a kill between loses only the copy
-                    previous = current.with_name(f"{self.filename}-previous{self.FILE_EXTENSION}")
-                    os.replace(current, previous)
-                    if checksum_path(current).is_file():
-                        os.replace(checksum_path(current), checksum_path(previous))
-            super().on_train_batch_end(trainer, pl_module, None, batch, batch_idx)
+        self._write_due(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the last step's checkpoint has no next batch to wait for: written when fit ends, so a kill between fit and
+        # the end of the test resumes with nothing left to train (Lightning's last.ckpt follows only improvements)
+        self._write_due(trainer, pl_module)
+
+    def _write_due(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._due:
+            return
+        self._due = False
+        if not self._should_skip_saving_checkpoint(trainer) and trainer.is_global_zero and self.dirpath and self.filename:
+            current = Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}"
+            if current.is_file():  # the checkpoint first, then its checksum: a kill between loses only the copy
+                previous = current.with_name(f"{self.filename}-previous{self.FILE_EXTENSION}")
+                os.replace(current, previous)
+                if checksum_path(current).is_file():
+                    os.replace(checksum_path(current), checksum_path(previous))
+        super().on_train_batch_end(trainer, pl_module, None, None, 0)

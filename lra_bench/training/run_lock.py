@@ -20,6 +20,23 @@ from lra_bench.errors import RunFolderBusy
 
 log = logging.getLogger(__name__)
 
+_HELD: set[int] = set()  # lock fds this process holds
+
+
+def _close_held_in_child() -> None:
+    """A forked child (a DataLoader worker) shares the lock's open file: while it lived on after its parent was
+    killed, the rerun found the folder busy. Closing the copy releases nothing for the parent (flock is released
+    when every copy is closed), and lets the lock go with the parent."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
 
 class RunLock:
     def __init__(self, run_dir: Path):
@@ -47,6 +64,7 @@ class RunLock:
                                  "command": " ".join(sys.argv)}).encode(), 0)
         os.fsync(fd)
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def holder(self) -> dict:
@@ -73,6 +91,7 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            _HELD.discard(self._fd)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -52,8 +52,8 @@ def checkpoint_step(path: Path) -> int:
         return -1
 
 
-def resume_checkpoint(run_dir: Path, report: list[str] | None = None, expected_shapes: dict | None = None,
-                      before_step: int | None = None, wrong_model: list[Path] | None = None) -> tuple[Path, int] | None:
+def resume_checkpoint(run_dir: Path, skipped: dict | None = None, expected_shapes: dict | None = None,
+                      before_step: int | None = None) -> tuple[Path, int] | None:
     """The usable checkpoint furthest into training and the step saved in it, or None.
 
     Candidates: ``last``, ``periodic`` (and the one before it), ``preempted`` and the best-validation checkpoints
@@ -61,9 +61,10 @@ def resume_checkpoint(run_dir: Path, report: list[str] | None = None, expected_s
     checkpoint, and with ``expected_shapes`` the model's tensor shapes: ``checkpoint_io.inspect_checkpoint``).
     Chosen by the step saved inside, not by file time (after a SIGTERM, Lightning's epoch-end hooks write last.ckpt
     after preempted.ckpt at the same step); ties go to preempted, then last (it holds the validation results), then
-    periodic, then best. ``before_step``: only checkpoints saved before that step. ``report``, when given, collects
-    one line per checkpoint skipped, with the reason; ``wrong_model`` the sound ones that do not fit the model."""
-    from lra_bench.training.checkpoint_io import UnusableCheckpoint, WrongModel, inspect_checkpoint
+    periodic, then best. ``before_step``: only checkpoints saved before that step. ``skipped``, when given, collects
+    each checkpoint that fails its checks with the reason (``UnusableCheckpoint``; ``WrongModel`` for another
+    model's)."""
+    from lra_bench.training.checkpoint_io import UnusableCheckpoint, inspect_checkpoint
 
     folder = Path(run_dir) / "checkpoints"
     found = [folder / n for n in CHECKPOINT_NAMES if (folder / n).is_file()]
@@ -74,15 +75,28 @@ def resume_checkpoint(run_dir: Path, report: list[str] | None = None, expected_s
         try:
             steps[p] = inspect_checkpoint(p, expected_shapes)["global_step"]
         except UnusableCheckpoint as e:
-            if report is not None:
-                report.append(f"skipping {p}: {e}")
-            if isinstance(e, WrongModel) and wrong_model is not None:
-                wrong_model.append(p)
+            if skipped is not None:
+                skipped[p] = e
     valid = [p for p in steps if before_step is None or steps[p] < before_step]
     if not valid:
         return None
     best = max(valid, key=lambda p: (steps[p], rank.get(p.name, 0)))
     return best, steps[best]
+
+
+def set_unusable_aside(paths: list[Path]) -> Path | None:
+    """Move checkpoints that failed their checks (and their checksums) into ``checkpoints/unusable/``: kept to look
+    at, out of the way of the names the resumed run writes (a best-step20.ckpt left in place made the new one
+    best-step20-v1.ckpt)."""
+    if not paths:
+        return None
+    target = Path(paths[0]).parent / "unusable"
+    target.mkdir(exist_ok=True)
+    for p in paths:
+        for f in (p, p.with_name(p.name + ".sha256")):
+            if f.exists():
+                os.replace(f, target / f.name)
+    return target
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:
