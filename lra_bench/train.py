@@ -259,8 +259,10 @@ def checked_best_checkpoint(best: str, module: LRAModule) -> str:
     try:
         inspect_checkpoint(Path(best), model_shapes(module))
     except UnusableCheckpoint as e:
+        aside = Path(best).parent / "unusable" / Path(best).name
+        reason = f"it failed its checks at start-up and was moved to {aside.parent}" if aside.is_file() else str(e)
         log.warning("the best checkpoint %s is unusable (%s): testing the final weights instead; result.json says "
-                    "tested_weights=final", best, e)
+                    "tested_weights=final", best, reason)
         return ""
     return best
 

@@ -79,7 +79,7 @@ def forked(runs: list[dict]) -> list[int]:
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     env.pop("LRA_BENCH_FAULT", None)
     done = subprocess.run([sys.executable, "-m", "tests.forked_runs"], input=json.dumps(runs), capture_output=True,
-                          text=True, cwd=PROJECT_ROOT, env=env, timeout=900)
+                          text=True, cwd=PROJECT_ROOT, env=env, timeout=3600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
