@@ -88,12 +88,14 @@ def set_unusable_aside(paths: list[Path]) -> Path | None:
     """Move checkpoints that failed their checks (and their checksums) into ``checkpoints/unusable/``: kept to look
     at, out of the way of the names the resumed run writes (a best-step20.ckpt left in place made the new one
     best-step20-v1.ckpt)."""
+    from lra_bench.training.checkpoint_io import checksum_path
+
     if not paths:
         return None
     target = Path(paths[0]).parent / "unusable"
     target.mkdir(exist_ok=True)
     for p in paths:
-        for f in (p, p.with_name(p.name + ".sha256")):
+        for f in (p, checksum_path(p)):
             if f.exists():
                 os.replace(f, target / f.name)
     return target
