@@ -32,6 +32,7 @@ from lra_bench.training.module import LRAModule
 from lra_bench.training.options import check_options
 from lra_bench.errors import ConfigError, RunStorageError
 from lra_bench.training.checkpoint_io import atomic_write
+from lra_bench.training.compile import compile_backbone
 from lra_bench.training.run_lock import RunLock
 from lra_bench.training.run_state import (checkpoint_step, clear_error, finished_result, record_error, remove_stale_temp_files,
                                           resume_checkpoint, set_aside, truncate_metrics, wandb_id)
@@ -58,6 +59,8 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Traine
     datamodule = instantiate(cfg.task.datamodule)
     resolve_vocab_size(cfg, datamodule)
     net = instantiate(cfg.model.net)
+    if cfg.get("compile"):
+        compile_backbone(net.backbone, cfg.compile)
     module = LRAModule(
         net,
         num_classes=cfg.task.num_classes,
