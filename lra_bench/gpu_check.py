@@ -142,26 +142,26 @@ class SdpaKernels(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class SdpaCalls(torch.overrides.TorchFunctionMode):
+    """Counts ``scaled_dot_product_attention`` calls, however the model imported it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - the torch protocol
+        self.calls += getattr(func, "__name__", "") == "scaled_dot_product_attention"
+        return func(*args, **(kwargs or {}))
+
+
 def uses_sdpa(net: torch.nn.Module, args: list[torch.Tensor]) -> set[str] | None:
-    """The SDPA kernels of one bf16 forward, or None when the model never calls SDPA."""
-    import torch.nn.functional as nnf
-
-    called: list[bool] = []
-    original = nnf.scaled_dot_product_attention
-
-    def spy(*a, **k):  # noqa: ANN002, ANN003
-        called.append(True)
-        return original(*a, **k)
-
-    nnf.scaled_dot_product_attention = spy
-    try:
-        with torch.no_grad(), torch.autocast(args[0].device.type, dtype=torch.bfloat16), SdpaKernels() as mode:
-            net(*args)
-    finally:
-        nnf.scaled_dot_product_attention = original
-    if not called:
+    """The SDPA kernels of one bf16 training-mode forward (autograd on), or None when the model never calls SDPA. The math path decomposes
+    above the dispatcher, so a call with no fused kernel seen is the math one."""
+    with torch.autocast(args[0].device.type, dtype=torch.bfloat16), SdpaCalls() as calls, SdpaKernels() as kernels:
+        net(*args)
+    if not calls.calls:
         return None
-    return mode.seen or {"math (decomposed)"}
+    return kernels.seen or {"math"}
 
 
 def step_rows(model: str, length: int, device: torch.device, sizes: Sizes, quick: bool) -> list[Row]:
