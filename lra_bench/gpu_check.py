@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -422,8 +422,9 @@ def run(models: Sequence[str], device: torch.device, quick: bool, sections: Sequ
     if "train" in sections:
         for model in models:
             rows += guarded("train", f"train: {model}", model, lambda m=model: train_rows(m, device, data, work / "train", sizes, quick))
-    if "kernels" in sections and "mamba" in models:
-        rows += guarded("kernels", "kernels: mamba_ssm", "mamba", lambda: kernel_rows(device))
+    if "kernels" in sections:  # the rows name mamba only when it is among the models checked
+        owner = "mamba" if "mamba" in models else None
+        rows += [replace(r, model=owner) for r in guarded("kernels", "kernels: mamba_ssm", owner, lambda: kernel_rows(device))]
     if "ddp" in sections:
         rows += guarded("ddp", f"ddp: {DDP_MODEL}", DDP_MODEL, lambda: ddp_rows(device, data, work / "ddp", sizes, quick))
     if "bench" in sections:
