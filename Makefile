@@ -23,7 +23,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.install-stamp
 DATA  := $(abspath $(DATA_DIR))
 
-.PHONY: help install test test-slow test-cuda test-all lra-task sweep report dashboard data data-quick data-quick-pathfinder data-listops bench bench-attention bench-ssm bench-data bench-pathfinder bench-mega bench-s4 check-model gpu-check clean clean-cache distclean
+.PHONY: help install test test-slow test-cuda test-all browser lra-task sweep report dashboard data data-quick data-quick-pathfinder data-listops bench bench-attention bench-ssm bench-data bench-pathfinder bench-mega bench-s4 check-model gpu-check clean clean-cache distclean
 
 help: ## list the targets
 	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
@@ -55,6 +55,12 @@ test-cuda: install ## CUDA-only paths (optional kernels, e.g. mamba_ssm's select
 	$(PY) -m pytest -q -m cuda
 
 test-all: test test-slow ## both suites
+
+BROWSERS := chromium chromium-browser google-chrome
+browser: ## Chromium for the report's browser test (tests/test_report_browser.py): apt-get installs it when none is on PATH
+	@for b in $(BROWSERS); do command -v $$b >/dev/null && { echo "browser: $$(command -v $$b)"; exit 0; }; done; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium && command -v chromium
 
 lra-task: install ## train: no TASK = quick CPU default (MODEL=... picks its model); TASK=... = experiment=lra/MODEL-TASK
 	@m="$(or $(MODEL),$(DEFAULT_MODEL))"; \

@@ -83,8 +83,7 @@ def compose(experiment: str):
 
 
 def without_attention(cfg) -> dict:
-    """The training setup (task, model, optimiser, schedule, trainer) less the mechanism and its mask option."""
+    """The training setup (task, model, optimiser, schedule, trainer) less the mechanism."""
     d = OmegaConf.to_container(cfg, resolve=True)
     del d["model"]["name"], d["model"]["net"]["backbone"]["attention"]
-    d["model"]["net"].pop("mask_zero_inputs", None)
     return {key: d[key] for key in ("task", "model", "optimizer", "scheduler", "trainer")}

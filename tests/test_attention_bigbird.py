@@ -228,8 +228,7 @@ def test_bigbird_presets_hold_the_lra_settings(task: str) -> None:
     assert (bb.n_layers, cfg.model.d_model, bb.n_heads, bb.d_qkv, bb.d_ff) == (layers, emb, heads, qkv, mlp)
     assert (bb.dropout, bb.attn_dropout, net.pooling, bb.positions) == (drop, attn_drop, pool, pos)
     assert (net.head_hidden if isinstance(head, int) else list(net.head_hidden)) == head
-    if task in ("image", "pathfinder", "pathx"):
-        assert net.mask_zero_inputs, "LRA's BigBird masks inputs > 0, black pixels included"
+    assert net.lra_code is False and bb.attention.lra_code is False  # the switch's default: pixel 0 is data
     transformer = compose_config([f"experiment=lra/transformer-{task}", "paths.output_dir=/tmp/lra_bench_presets"])
     assert cfg.optimizer == transformer.optimizer and cfg.scheduler == transformer.scheduler
     assert cfg.trainer.max_steps == transformer.trainer.max_steps and cfg.task.batch_size == transformer.task.batch_size

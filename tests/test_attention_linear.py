@@ -102,4 +102,4 @@ def test_presets_hold_lra_linear_transformer_settings(task: str) -> None:
         assert (bb.n_layers, cfg.model.d_model, bb.n_heads, bb.d_qkv, bb.d_ff) == (layers, emb, heads, qkv, mlp)
         assert (bb.dropout, cfg.model.net.pooling, cfg.model.net.head_hidden) == (drop, pool, mlp)
     if task in ("image", "pathfinder", "pathx"):
-        assert cfg.model.net.mask_zero_inputs is False  # LRA's linear attention ignores the inputs > 0 mask
+        assert cfg.model.net.lra_code is False  # the switch's default: pixel 0 is data

@@ -125,5 +125,5 @@ def test_presets_hold_lra_linformer_settings(task: str) -> None:
         assert (bb.dropout, bb.attn_dropout, cfg.model.net.pooling) == (drop, attn_drop, pool)
         assert cfg.model.net.head_hidden == mlp
     if task in ("image", "pathfinder", "pathx"):
-        assert cfg.model.net.mask_zero_inputs is False  # LRA's Linformer ignores the inputs > 0 mask
+        assert cfg.model.net.lra_code is False  # the switch's default: pixel 0 is data
 

@@ -125,20 +125,20 @@ def test_backbone_trains_at_an_odd_length(grouping: str) -> None:
 
 
 # task: layers, emb, heads, qkv, mlp, dropout, attention dropout, pooling, positions, max length, head hidden,
-#       block size, mask_zero_inputs (lra_benchmarks/<task>/configs/local_base.py on the task's base config)
+#       block size (lra_benchmarks/<task>/configs/local_base.py on the task's base config)
 LOCAL = {
-    "listops": (6, 512, 8, 512, 2048, 0.1, 0.1, "cls", "sinusoidal", 2001, 2048, 50, False),
-    "text": (4, 256, 4, 256, 1024, 0.1, 0.1, "cls", "sinusoidal", 4001, 1024, 50, False),
-    "retrieval": (4, 128, 4, 128, 512, 0.1, 0.1, "first", "sinusoidal", 4000, [512, 256], 50, False),
-    "image": (1, 128, 2, 64, 128, 0.3, 0.2, "mean", "learned", 1024, 128, 64, True),
-    "pathfinder": (2, 64, 4, 32, 64, 0.1, 0.1, "mean", "sinusoidal", 1024, 64, 64, True),
-    "pathx": (2, 64, 4, 32, 64, 0.1, 0.1, "mean", "learned", 16384, 64, 64, True),
+    "listops": (6, 512, 8, 512, 2048, 0.1, 0.1, "cls", "sinusoidal", 2001, 2048, 50),
+    "text": (4, 256, 4, 256, 1024, 0.1, 0.1, "cls", "sinusoidal", 4001, 1024, 50),
+    "retrieval": (4, 128, 4, 128, 512, 0.1, 0.1, "first", "sinusoidal", 4000, [512, 256], 50),
+    "image": (1, 128, 2, 64, 128, 0.3, 0.2, "mean", "learned", 1024, 128, 64),
+    "pathfinder": (2, 64, 4, 32, 64, 0.1, 0.1, "mean", "sinusoidal", 1024, 64, 64),
+    "pathx": (2, 64, 4, 32, 64, 0.1, 0.1, "mean", "learned", 16384, 64, 64),
 }
 
 
 @pytest.mark.parametrize("task", list(LOCAL))
 def test_local_presets_hold_lra_s_settings(task: str) -> None:
-    (layers, emb, heads, qkv, mlp, drop, attn_drop, pool, pos, max_len, head, block, mask_zero) = LOCAL[task]
+    (layers, emb, heads, qkv, mlp, drop, attn_drop, pool, pos, max_len, head, block) = LOCAL[task]
     cfg = compose_config([f"experiment=lra/local-{task}", "paths.output_dir=/tmp/lra_bench_presets"])
     net, bb = cfg.model.net, cfg.model.net.backbone
     assert cfg.model.name == "local" and bb.attention._target_ == "lra_bench.models.attention.local.LocalAttention"
@@ -146,4 +146,5 @@ def test_local_presets_hold_lra_s_settings(task: str) -> None:
     assert (bb.dropout, bb.attn_dropout, net.pooling) == (drop, attn_drop, pool)
     assert (bb.positions, bb.max_length) == (pos, max_len)
     assert (net.head_hidden if isinstance(head, int) else list(net.head_hidden)) == head
-    assert (bb.attention.block_size, bb.attention.grouping, net.mask_zero_inputs) == (block, "contiguous", mask_zero)
+    assert (bb.attention.block_size, bb.attention.lra_code, net.lra_code) == (block, False, False)  # the switch's
+    assert "grouping" not in bb.attention  # contiguous by default, LRA's strided groups with lra_code=true

@@ -140,4 +140,4 @@ def test_longformer_presets_hold_lra_s_settings(task: str) -> None:
     assert (bb.dropout, bb.attn_dropout, net.pooling) == (drop, attn_drop, pool)
     assert (bb.positions, bb.max_length) == (pos, max_len)
     assert (net.head_hidden if isinstance(head, int) else list(net.head_hidden)) == head
-    assert (bb.attention.window_size, bb.attention.n_global, net.mask_zero_inputs) == (512, 0, mask_zero)
+    assert (bb.attention.window_size, bb.attention.n_global, net.lra_code) == (512, 0, False)  # lra_code: the switch

@@ -299,10 +299,10 @@ def test_presets_hold_the_cited_settings_and_build(task: str) -> None:
     assert (bb.proj_length, bb.prenorm, bb.embed_norm, bb.activation, bb.act_dropout) == (256, False, True, "gelu", 0.0)
     assert bb.d_qkv in (None, d)
     assert (bb.dropout, bb.attn_dropout, bb.tie_layers, bb.bert_init, net.embed_init_std) == (dropout, attn_dropout, tie, bert, embed_std)
-    assert not net.mask_zero_inputs, "Luna's reference masks padding only"
     # fairseq's LRAModel head: dropout(args.dropout), then Linear(D, classes, bias=False); Retrieval on [u, v, u*v, u-v]
     assert (net.head_hidden, net.head_dropout, net.head_out_bias) == (0, dropout, False)
     assert net.pair_features == ("nli" if task == "retrieval" else "concat")
+    assert net.lra_code is False, "Luna is not in LRA's code: lra_code=true is refused"
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, list(cfg.optimizer.betas), cfg.optimizer.eps) == (lr, wd, [0.9, 0.98], 1e-8)
     assert not cfg.optimizer.no_decay_norm_bias_embedding, "fairseq adam decays every parameter"
     assert (cfg.scheduler.decay, cfg.scheduler.warmup_steps, cfg.scheduler.warmup_init_lr) == ("rsqrt", warmup, 1e-7)

@@ -14,7 +14,9 @@ from lra_bench.models.attention.transformer import TransformerEncoder
 from lra_bench.models.masks import length_mask
 from tests.conftest import compose_config
 
-PAPER = dict(self_mask=True, key_norm=True, score_scale="standard")  # the Reformer paper's / HF's variant
+PAPER = dict(out_proj=False)  # the default, the paper's / HF's LSHSelfAttention (its output dense sits outside it)
+# LRA's options without lra_code: LRA's scores (no key norm, * sqrt(E), no self mask), our padding rule
+LRA_OPTIONS = dict(self_mask=False, key_norm=False, score_scale="lra", out_proj=False)
 
 
 def paired(d: int, h: int, n_hashes: int, n_buckets: int, chunk: int, seed: int = 3):
@@ -71,7 +73,7 @@ def test_one_chunk_equals_full_shared_qk_attention(variant: str, n_hashes: int) 
     """With one chunk covering the sequence every query sees every key in every round: full attention with
     shared QK (self masked in the paper's variant; LRA's multiplies q.k by sqrt(E)), whatever the hashes."""
     B, L, D, H = 2, 19, 16, 2
-    kw = PAPER if variant == "paper" else {}
+    kw = PAPER if variant == "paper" else LRA_OPTIONS
     torch.manual_seed(0)
     attn = ReformerAttention(D, H, n_hashes=n_hashes, n_buckets=6, chunk_length=L, **kw).double().eval()
     x = torch.randn(B, L, D, dtype=torch.float64)
@@ -86,7 +88,7 @@ def test_one_chunk_equals_full_shared_qk_attention(variant: str, n_hashes: int) 
 
 
 @pytest.mark.parametrize("n_hashes", [1, 2])  # one round: SDPA with a key bias; two: explicit scores
-@pytest.mark.parametrize("kw", [{}, PAPER], ids=["lra", "paper"])
+@pytest.mark.parametrize("kw", [LRA_OPTIONS, PAPER], ids=["lra", "paper"])
 def test_real_outputs_ignore_padding_amount_and_values(kw: dict, n_hashes: int) -> None:
     torch.manual_seed(0)
     attn = ReformerAttention(16, 2, n_hashes=n_hashes, n_buckets=4, chunk_length=4, **kw).double().eval()
@@ -156,12 +158,15 @@ def test_hashing_is_fixed_and_shared_across_heads_layers_and_modes() -> None:
     assert not torch.equal(a.rotations, c.rotations)
 
 
-def test_lra_variant_has_model_width_and_no_output_projection() -> None:
-    attn = ReformerAttention(64, 8, d_qkv=32, max_length=1025)  # LRA Image: qkv_dim 32 is ignored
+def test_lra_code_has_model_width_and_no_output_projection_the_paper_has_both() -> None:
+    attn = ReformerAttention(64, 8, d_qkv=32, max_length=1025, lra_code=True)  # LRA Image: qkv_dim 32 is ignored
     assert attn.out is None and attn.query_key.weight.shape == (64, 64) and attn.head_dim == 8
-    assert attn.chunk_length == 103 and attn.scale == pytest.approx(8**0.5)  # LRA: 1030 / 10; dots * sqrt(E)
-    paper = ReformerAttention(64, 8, d_qkv=32, max_length=1025, out_proj=True, score_scale="standard")
-    assert paper.out.weight.shape == (64, 32) and paper.scale == pytest.approx(4**-0.5)
+    assert attn.scale == pytest.approx(8**0.5) and not (attn.self_mask or attn.key_norm)  # dots * sqrt(E)
+    paper = ReformerAttention(64, 8, d_qkv=32, max_length=1025)
+    assert paper.out.weight.shape == (64, 32) and paper.scale == pytest.approx(4**-0.5) and paper.chunk_length == 103
+    assert paper.self_mask and paper.key_norm
+    with pytest.raises(ValueError, match="lra_code=True runs LRA's Reformer"):
+        ReformerAttention(64, 8, lra_code=True, self_mask=True)  # the two settings never mix
 
 
 @pytest.mark.parametrize("n_hashes", [1, 2])
@@ -179,31 +184,31 @@ def test_encoder_with_reformer_trains_at_an_odd_length(n_hashes: int) -> None:
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
-# task: layers, emb, heads, qkv, mlp, dropout, head hidden, mask_zero_inputs (None: the Transformer preset's)
+# task: layers, emb, heads, qkv, mlp, dropout, head hidden
 LRA_REFORMER = {
-    "listops": (6, 512, 8, 512, 2048, 0.1, 2048, None),  # base_listops_config.py
-    "text": (4, 256, 4, 256, 1024, 0.1, 1024, None),
-    "retrieval": (4, 128, 4, 128, 512, 0.1, [512, 256], None),
-    "image": (4, 64, 8, 32, 64, 0.3, 64, False),
-    "pathfinder": (2, 64, 8, 32, 64, 0.2, 64, False),
-    "pathx": (2, 64, 8, 32, 64, 0.2, 64, False),
+    "listops": (6, 512, 8, 512, 2048, 0.1, 2048),  # base_listops_config.py
+    "text": (4, 256, 4, 256, 1024, 0.1, 1024),
+    "retrieval": (4, 128, 4, 128, 512, 0.1, [512, 256]),
+    "image": (4, 64, 8, 32, 64, 0.3, 64),
+    "pathfinder": (2, 64, 8, 32, 64, 0.2, 64),
+    "pathx": (2, 64, 8, 32, 64, 0.2, 64),
 }
 
 
 @pytest.mark.parametrize("task", list(LRA_REFORMER))
 def test_reformer_presets_hold_the_lra_settings(task: str) -> None:
-    layers, emb, heads, qkv, mlp, dropout, head, mask_zero = LRA_REFORMER[task]
+    layers, emb, heads, qkv, mlp, dropout, head = LRA_REFORMER[task]
     cfg = compose_config([f"experiment=lra/reformer-{task}", "paths.output_dir=/tmp/lra_bench_presets"])
     base = compose_config([f"experiment=lra/transformer-{task}", "paths.output_dir=/tmp/lra_bench_presets"])
     bb, net, att = cfg.model.net.backbone, cfg.model.net, cfg.model.net.backbone.attention
     assert cfg.model.name == "reformer" and att._target_.endswith("reformer.ReformerAttention")
     assert (att.n_hashes, att.n_buckets, att.chunk_length, att.hash_seed) == (1, 10, None, 0)
-    assert (att.self_mask, att.key_norm, att.score_scale, att.out_proj) == (False, False, "lra", False)
+    assert att.lra_code is False and not {"self_mask", "key_norm", "score_scale", "out_proj"} & set(att)
     sizes = (bb.n_layers, cfg.model.d_model, bb.n_heads, bb.d_qkv, bb.d_ff, bb.dropout)
     assert sizes == (layers, emb, heads, qkv, mlp, dropout)
     assert bb.attn_dropout == 0.0  # LRA's reformer_attention.py never applies it
     assert (net.head_hidden if isinstance(head, int) else list(net.head_hidden)) == head
-    assert net.mask_zero_inputs == (base.model.net.mask_zero_inputs if mask_zero is None else mask_zero)
+    assert net.lra_code is False  # the top-level switch's default
     # everything else (pooling, positions, max length, optimiser, schedule, batch) is the Transformer preset's
     base_bb = base.model.net.backbone
     assert (net.pooling, bb.positions, bb.max_length, bb.prenorm) == (base.model.net.pooling, base_bb.positions,
@@ -212,9 +217,14 @@ def test_reformer_presets_hold_the_lra_settings(task: str) -> None:
     assert cfg.task.batch_size == base.task.batch_size
 
 
-def test_image_preset_builds_lra_sized_attention() -> None:
-    cfg = compose_config(["experiment=lra/reformer-image", "paths.output_dir=/tmp/lra_bench_presets"])
+@pytest.mark.parametrize("lra_code", [False, True])
+def test_image_preset_builds_lra_sized_attention(lra_code: bool) -> None:
+    cfg = compose_config(["experiment=lra/reformer-image", f"lra_code={str(lra_code).lower()}",
+                          "paths.output_dir=/tmp/lra_bench_presets"])
     net = hydra.utils.instantiate(cfg.model.net)
     attn = net.backbone.layers[0].attn
-    assert isinstance(attn, ReformerAttention) and len(net.backbone.layers) == 4
-    assert (attn.chunk_length, attn.head_dim, attn.out) == (103, 8, None)  # 1025 // 10 + 1; emb 64 / 8 heads
+    assert isinstance(attn, ReformerAttention) and len(net.backbone.layers) == 4 and attn.lra_code is lra_code
+    if lra_code:  # LRA: emb 64 / 8 heads, qkv_dim ignored, no output projection
+        assert (attn.head_dim, attn.out) == (8, None)
+    else:  # qkv 32 / 8 heads, C = 1025 // 10 + 1
+        assert (attn.chunk_length, attn.head_dim, attn.out.weight.shape) == (103, 4, (64, 32))

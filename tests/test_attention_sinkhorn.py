@@ -156,36 +156,12 @@ def test_matches_the_explicit_formula_with_a_soft_permutation(local: bool) -> No
     torch.testing.assert_close(attn(x, None), explicit(attn, x, full), rtol=0, atol=1e-12)
 
 
-def test_lra_indexing_is_strided_blocks_plus_attention_over_the_sum_of_all_blocks() -> None:
-    """LRA's reshape + einsum: block n = {n, n + N, ...} (N fixed by max_length), and every block's sorted branch
-    attends to the b keys sum_m K_m (the sum at each in-block offset s: positions s N .. s N + N - 1); its sort
-    net gets no gradient."""
-    attn = make(block_size=4, lra_indexing=True, max_length=24)  # N = 6
-    x = torch.randn(3, 21, D, dtype=torch.float64, requires_grad=True)
-    mask = random_mask(3, 21)
-    q, k, v = projections(attn, torch.nn.functional.pad(x, (0, 0, 0, 3)))  # (B, H, 24, E)
-    real = torch.nn.functional.pad(mask, (0, 3), value=False)
-    k, v = k * real[:, None, :, None], v * real[:, None, :, None]
-    group = torch.arange(24) % 6
-    local = softmax_attention(q, k, v, (group[:, None] == group[None, :]) & real[:, None, None, :])
-    chunk = torch.arange(24) // 6  # offset s of position s N + n
-    onehot = (chunk[:, None] == torch.arange(4)).to(x.dtype)  # (24, b)
-    k_sum, v_sum = onehot.T @ k, onehot.T @ v  # (B, H, b, E)
-    summed_real = (onehot.T @ real.to(x.dtype).unsqueeze(-1)).squeeze(-1) > 0  # (B, b)
-    sorted_ = softmax_attention(q, k_sum, v_sum, summed_real[:, None, None, :].expand(3, 1, 24, 4))
-    y = (local + sorted_).transpose(1, 2).reshape(3, 24, -1)[:, :21]
-    ours = attn(x, mask)
-    torch.testing.assert_close(ours[mask], attn.out(y)[mask], rtol=0, atol=1e-12)
-    ours[mask].sum().backward()
-    assert attn.sort_net.weight.grad.abs().max() < 1e-9 < attn.qkv.weight.grad.abs().max()
-
-
 # --- padding and sparsity ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("options", [
-    {}, {"sort_activation": "sinkhorn", "sinkhorn_iters": 3}, {"lra_indexing": True, "max_length": 40},
-], ids=["softmax", "sinkhorn", "lra_indexing"])
+    {}, {"sort_activation": "sinkhorn", "sinkhorn_iters": 3},
+], ids=["softmax", "sinkhorn"])
 def test_padding_and_masked_positions_do_not_change_real_outputs(options: dict) -> None:
     attn = make(block_size=5, max_num_blocks=4, **options)
     x = torch.randn(3, 23, D, dtype=torch.float64)
@@ -264,7 +240,7 @@ def test_sinkhorn_presets_hold_the_lra_settings(task: str) -> None:
     cfg = compose(f"sinkhorn-{task}")
     bb, attn = cfg.model.net.backbone, cfg.model.net.backbone.attention
     assert cfg.model.name == "sinkhorn" and attn._target_.endswith("sinkhorn.SinkhornAttention")
-    assert (attn.block_size, attn.max_num_blocks, attn.sort_activation, attn.local, attn.lra_indexing) == (
+    assert (attn.block_size, attn.max_num_blocks, attn.sort_activation, attn.local, attn.lra_code) == (
         block, 25, "softmax", True, False)
     assert (cfg.model.net.pooling, bb.n_layers, cfg.model.d_model, bb.n_heads, bb.d_qkv, bb.d_ff) == (
         pooling, layers, emb, heads, qkv, mlp)
@@ -285,6 +261,6 @@ def test_sinkhorn_pathx_preset_is_the_transformer_pathx_preset_with_the_pathfind
     Pathfinder model (pathfinder32/sinkhorn_base.py)."""
     cfg, base = compose("sinkhorn-pathx"), compose("transformer-pathx")
     attention = cfg.model.net.backbone.attention
-    assert attention.block_size == 64 and attention.sort_activation == "softmax" and not attention.lra_indexing
+    assert attention.block_size == 64 and attention.sort_activation == "softmax" and not attention.lra_code
     assert cfg.optimizer == base.optimizer and cfg.scheduler == base.scheduler
     assert cfg.trainer == base.trainer and cfg.task == base.task

@@ -159,4 +159,4 @@ def test_sparse_transformer_presets_hold_lra_s_settings(task: str) -> None:
     assert (net.head_hidden if isinstance(head, int) else list(net.head_hidden)) == head
     att = bb.attention
     assert (att.block_size, att.c, att.causal, att.cls_token) == (50, 10, True, cls_token)
-    assert net.mask_zero_inputs == mask_zero
+    assert net.lra_code is False  # the switch's default (LRA's inputs > 0 mask only with lra_code=true)

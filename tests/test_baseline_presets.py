@@ -89,8 +89,8 @@ def test_transformer_presets_hold_the_lra_settings(task: str) -> None:
     assert cfg.optimizer.lr == pytest.approx(lr, rel=1e-12) and cfg.optimizer.weight_decay == wd
     assert list(cfg.optimizer.betas) == [0.9, 0.98] and cfg.optimizer.eps == 1e-9
     assert (cfg.trainer.max_steps, cfg.scheduler.warmup_steps, cfg.scheduler.decay, cfg.trainer.gradient_clip_val) == (steps, warmup, decay, clip)
-    # LRA feeds pixels to the Transformer as tokens and masks black ones out of attention (inputs > 0)
-    assert net.mask_zero_inputs == (task in ("image", "pathfinder", "pathx"))
+    # LRA's inputs > 0 mask (black pixels hidden) is lra_code=true's; by default pixel 0 is data
+    assert net.lra_code is False
     if task in ("image", "pathfinder", "pathx"):
         assert cfg.task.input == "tokens"
     if task == "retrieval":
@@ -99,7 +99,7 @@ def test_transformer_presets_hold_the_lra_settings(task: str) -> None:
 
 EFFICIENT = ["local", "sparse_transformer", "longformer", "linformer", "reformer", "sinkhorn", "synthesizer", "bigbird",
              "linear_transformer", "performer"]
-MODEL_KEYS = ("d_model", "net.head_hidden", "net.mask_zero_inputs", "net.backbone.n_layers", "net.backbone.n_heads",
+MODEL_KEYS = ("d_model", "net.head_hidden", "net.lra_code", "net.backbone.n_layers", "net.backbone.n_heads",
               "net.backbone.d_qkv", "net.backbone.d_ff", "net.backbone.dropout", "net.backbone.attention",
               "net.backbone.attn_dropout")  # 0.1 in both LRA base configs; 0 where LRA's mechanism never applies it
 

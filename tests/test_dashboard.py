@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,41 @@ def test_without_bench_results_the_bench_charts_name_the_benchmarks_default_mode
     from lra_bench.config import CONFIG_DIR
 
     assert dashboard.bench_models(tmp_path / "none") == list(OmegaConf.load(CONFIG_DIR / "bench.yaml").models)
+
+
+def test_the_snapshot_and_the_live_groups_hold_one_configuration_each(trained: dict, benched: dict, tmp_path: Path) -> None:
+    """The real run copied as a second seed, an lr variant and a quick short-ListOps run (their resolved configs
+    edited as such runs would log them): the snapshot uses the report's grouping, and the live run sets group by
+    the config keys that tell those configurations apart, keys the real run has."""
+    import yaml
+
+    (source,) = {p.parent for p in Path(trained["logs"]).rglob("result.json")}
+    edits = {"seed2": {"seed": 2}, "lr": {"optimizer.lr": 5e-4}, "quick": {"task.datamodule.dirname": "listops-quick"}}
+    logs = tmp_path / "logs"
+    shutil.copytree(source, logs / "seed1", ignore=shutil.ignore_patterns("wandb", "checkpoints"))
+    for name, changes in edits.items():
+        folder = shutil.copytree(source, logs / name, ignore=shutil.ignore_patterns("wandb", "checkpoints"))
+        config = yaml.safe_load((folder / "csv" / "hparams.yaml").read_text())
+        for key, value in changes.items():
+            *parents, last = key.split(".")
+            node = config
+            for p in parents:
+                node = node[p]
+            node[last] = value
+        (folder / "csv" / "hparams.yaml").write_text(yaml.safe_dump(config))
+        result = json.loads((folder / "result.json").read_text())
+        (folder / "result.json").write_text(json.dumps(result | {"seed": changes.get("seed", result["seed"])}))
+    out = tmp_path / "dashboard.json"
+    assert dashboard.main(["--dry-run", "--runs", str(logs), "--bench", str(benched["root"]), "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    snapshot = next(b["content"] for b in written["spec"]["spec"]["blocks"] if b["type"] == "markdown-block")
+    assert "| **transformer** | reduced |" in snapshot and "(n=2) · 1 config" in snapshot  # seeds 1 and 2
+    assert "| **transformer** (lr=0.0005) | reduced |" in snapshot
+    assert "Runs on other data" in snapshot and "dirname=listops-quick" in snapshot.split("Runs on other data")[1]
+    table_set = next(p for p in written["panels"] if p["title"] == "finished training runs")
+    assert {"model.name", "task.name", "optimizer.lr", "task.datamodule.dirname"} <= set(table_set["config"])
+    runsets = [rs for b in written["spec"]["spec"]["blocks"] if b["type"] == "panel-grid" for rs in b["metadata"]["runSets"]]
+    grouping = {rs["name"]: [dashboard._config_key(g["name"]) for g in rs.get("grouping", [])] for rs in runsets}
+    assert grouping["finished training runs"] == ["task.name", "model.name", "optimizer.lr", "task.datamodule.dirname"]
+    assert grouping["ListOps runs"] == ["model.name", "optimizer.lr", "task.datamodule.dirname"]  # never by seed
+    check_keys(written["panels"], trained, benched)

@@ -206,6 +206,9 @@ def test_lru_presets_hold_the_papers_lra_settings(task: str) -> None:
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.task.batch_size) == (lr, wd, batch)
     assert (cfg.trainer.max_steps, cfg.trainer.max_epochs, cfg.scheduler.decay) == (steps, -1, "cosine")
     assert cfg.model.net.pooling == "mean"
+    assert cfg.task.datamodule.drop_last  # minimal-LRU's train loaders drop the last partial batch (dataloading.py:29)
+    if task == "listops":  # minimal-LRU reads ListOps with S4's loader: <eos> appended, l_max 2048 (lra.py:224-227)
+        assert (cfg.task.datamodule.append_eos, cfg.task.max_length, cfg.task.vocab_size) == (True, 2048, 18)
     if task == "retrieval":
         assert (cfg.model.net.pair_features, cfg.model.net.head_hidden) == ("nli", H)
     header = open(f"conf/experiment/lra/lru-{task}.yaml").read()

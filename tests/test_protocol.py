@@ -169,5 +169,5 @@ def test_the_running_apps_preset_choice_and_plus_overrides_are_read_from_the_hyd
     cfg = compose_config(["experiment=lra/transformer-image", "model=mega", "+model.net.extra_note=1",
                           "paths.output_dir=/tmp/lra_bench_protocol_test"], return_hydra_config=True)
     changed = drop_foreign_preset_keys(cfg)
-    assert "model.net.mask_zero_inputs" in changed and "model.net.extra_note" not in changed  # added on purpose
-    assert "n_heads" not in cfg.model.net.backbone
+    assert "model.net.backbone.n_heads" in changed and "model.net.extra_note" not in changed  # added on purpose
+    assert "n_heads" not in cfg.model.net.backbone and cfg.model.net.extra_note == 1

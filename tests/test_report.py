@@ -4,15 +4,21 @@ and chance flags, the HTML page, and the accuracy-vs-speed figure's data and cap
 from __future__ import annotations
 
 import base64
+import json
+import logging
 from pathlib import Path
 
 import pytest
 
+from lra_bench.reporting.configurations import settings, task_variant
+from lra_bench.reporting.dashboard import main as dashboard_main
 from lra_bench.reporting.html import markdown_to_html
-from lra_bench.reporting.plots import score_vs_speed
+from lra_bench.reporting.plots import figures, score_vs_speed
 from lra_bench.reporting.published import FAIL, PUBLISHED, five_task_avg, rows_for
 from lra_bench.reporting.report import fmt_cell, lra_table, table_rows
-from lra_bench.reporting.runs import at_chance
+from lra_bench.reporting.report import main as report_main
+from lra_bench.reporting.runs import at_chance, local_runs, merge, scale_of, select
+from lra_bench.reporting.tables import row_name, variant_rows, variant_table
 
 
 def run(model: str, task: str, acc: float, seed: int = 1) -> dict:
@@ -56,8 +62,8 @@ def test_cells_show_mean_std_and_n_and_flag_seeds_that_disagree_by_more_than_the
     (row,) = table_rows(runs)
     mean, std, n = row["listops"]
     assert (mean, n) == (pytest.approx(55.333, abs=1e-3), 3) and std == pytest.approx(5.508, abs=1e-3)
-    assert row["flags"]["listops"] == ["seeds disagree: spread 11.0 > 5 points"]
-    assert fmt_cell(row["listops"], row["flags"]["listops"]) == "55.33 ± 5.51 (n=3) ⚠ seeds disagree: spread 11.0 > 5 points"
+    assert row["flags"]["listops"] == ["seeds disagree: spread 11.00 > 5 points"]
+    assert fmt_cell(row["listops"], row["flags"]["listops"]) == "55.33 ± 5.51 (n=3) · 1 config ⚠ seeds disagree: spread 11.00 > 5 points"
     (relaxed,) = table_rows(runs, spread=12.0)
     assert relaxed["flags"]["listops"] == []
 
@@ -69,10 +75,10 @@ def test_cells_flag_some_seeds_at_chance_and_mark_cells_all_at_chance() -> None:
             run("s4", "pathfinder", 0.50, seed=1) | {"diagnosis": "at_chance"},
             run("s4", "pathx", 0.50, seed=1) | {"diagnosis": "at_chance"}, run("s4", "pathx", 0.50, seed=2) | {"diagnosis": "at_chance"}]
     rows = {r["model"]: r for r in table_rows(runs)}
-    assert rows["mega"]["flags"]["pathfinder"] == ["1 of 3 seeds at chance", "seeds disagree: spread 43.0 > 5 points"]
+    assert rows["mega"]["flags"]["pathfinder"] == ["1 of 3 seeds at chance", "seeds disagree: spread 43.00 > 5 points"]
     assert rows["s4"]["flags"] == {"pathfinder": ["at chance"], "pathx": ["all 2 seeds at chance"]}
     table = lra_table(list(rows.values()))
-    assert "| 50.00 ⚠ at chance | 50.00 ± 0.00 (n=2) ⚠ all 2 seeds at chance |" in table
+    assert "| 50.00 (n=1) · 1 config ⚠ at chance | 50.00 ± 0.00 (n=2) · 1 config ⚠ all 2 seeds at chance |" in table
 
 
 def test_a_run_without_a_diagnosis_is_at_chance_when_its_val_accuracy_is_the_majority_rate() -> None:
@@ -113,20 +119,218 @@ def test_the_speed_figure_plots_one_length_of_the_benchmark_for_models_with_the_
     bench = bench_of({("mega", 1024): 4000.0, ("mega", 4096): 1000.0, ("transformer", 1024): 8000.0,
                       ("transformer", 4096): "predicted 900 s > budget 90 s", ("s4d", 4096): 3000.0})
     rows = table_rows(SPEED_RUNS)
-    data = score_vs_speed(rows, SPEED_RUNS, bench)
+    data = score_vs_speed(rows, bench)
     assert data.tasks == ("listops", "text") and data.length == 1024  # both models measured there, only mega at 4K
-    assert data.points == [("mega (paper preset)", 4000.0, pytest.approx(75.0), 400.0),
-                           ("transformer (paper preset)", 8000.0, pytest.approx(50.0), 800.0)]
+    assert data.points == [("mega, paper preset", 4000.0, pytest.approx(75.0), 400.0),
+                           ("transformer, paper preset", 8000.0, pytest.approx(50.0), 800.0)]
+    assert data.title == "make bench: cpu, fp32, batch 1, preset text"  # the figure says where its speed comes from
     assert "over ListOps, Text" in data.caption and "at L = 1024 from `bench_results/text/results.json`" in data.caption
-    assert "other task sets: s4d (paper preset)" in data.caption  # its score would average other tasks
-    pinned = score_vs_speed(rows, SPEED_RUNS, bench, length=4096)
-    assert [p[0] for p in pinned.points] == ["mega (paper preset)"]
-    assert "not measured at this length: transformer (predicted 900 s > budget 90 s)" in pinned.caption
+    assert "other task sets: s4d, paper preset" in data.caption  # its score would average other tasks
+    pinned = score_vs_speed(rows, bench, length=4096)
+    assert [p[0] for p in pinned.points] == ["mega, paper preset"]
+    assert "not measured at this length: transformer, paper preset (predicted 900 s > budget 90 s)" in pinned.caption
 
 
 def test_without_a_benchmark_the_speed_figure_uses_the_runs_tokens_per_second_on_one_task() -> None:
     runs = [r | {"perf/tokens_per_sec": 1000.0 * (1 + (r["task"] == "text")), "perf/peak_memory_mb": 500.0} for r in SPEED_RUNS]
-    data = score_vs_speed(table_rows(runs), runs, None)
+    data = score_vs_speed(table_rows(runs), None)
     assert data.length is None and "training tokens/s on ListOps" in data.xlabel  # ListOps has the most runs
     assert [p[1] for p in data.points] == [1000.0, 1000.0]
     assert "no `make bench` results" in data.caption
+
+
+# --- one configuration per cell --------------------------------------------------------------------------------
+
+def configured(seed: int, acc: float, model: str = "mega", **settings) -> dict:
+    """A run as ``local_runs`` reads it: its result and its resolved config (flattened), as a run folder keeps it."""
+    config = {"task.name": "listops", "model.name": model, "task.datamodule.dirname": "listops-1000", "task.max_length": 2000,
+              "optimizer.lr": 1e-3, "seed": seed, "task.datamodule.seed": seed, "paths.output_dir": f"/logs/run{seed}",
+              "sweep_name": f"adhoc-{seed}", "logger.wandb.name": f"mega-listops:seed={seed}", "trainer.accelerator": "cpu"}
+    config |= {k.replace("__", "."): v for k, v in settings.items()}
+    return run(model, "listops", acc, seed=seed) | {"config": config}
+
+
+MIXED = [configured(1, 0.60), configured(2, 0.62), configured(1, 0.40, optimizer__lr=5e-4),
+         configured(1, 0.90, task__datamodule__dirname="listops-quick", task__max_length=120)]
+
+
+def test_a_cell_holds_the_seeds_of_one_configuration_and_other_settings_are_named_rows() -> None:
+    rows = table_rows(MIXED)
+    assert [(row_name(r, bold=False), r["listops"].n, r["configs"]["listops"]) for r in rows] == [
+        ("mega", 2, 1), ("mega (lr=0.0005)", 1, 1)]  # before: one cell of n=4 pooling all of them
+    assert rows[0]["listops"].mean == pytest.approx(61.0) and rows[1]["listops"].mean == pytest.approx(40.0)
+    assert rows[1]["differences"]["listops"] == [("optimizer.lr", 5e-4, 1e-3)]
+    table = lra_table(rows)
+    assert "| **mega** | paper preset | 61.00 ± 1.41 (n=2) · 1 config |" in table
+    assert "| **mega** (lr=0.0005) | paper preset | 40.00 (n=1) · 1 config |" in table
+
+
+def test_the_quick_short_listops_is_another_task_never_in_the_lra_column() -> None:
+    assert all(90.0 not in (r["listops"].mean,) for r in table_rows(MIXED))
+    (other,) = variant_rows(MIXED)
+    assert (other["model"], other["task"], other["variant"], other["cell"].n) == ("mega", "listops", "dirname=listops-quick", 1)
+    assert "| **mega** | ListOps | dirname=listops-quick | paper preset | 90.00 (n=1) · 1 config |" in variant_table([other])
+
+
+def test_a_data_variant_is_told_by_the_data_keys_of_conf_task() -> None:
+    def variant(task: str, **datamodule) -> str | None:
+        return task_variant({"task": task, "config": {f"task.datamodule.{k}": v for k, v in datamodule.items()}})
+
+    assert variant("listops", dirname="listops-1000") is None and variant("listops", dirname="listops-quick") == "dirname=listops-quick"
+    assert variant("pathfinder", resolution=32, difficulty="curv_contour_length_14") is None
+    assert variant("pathfinder", resolution=32, difficulty="curv_baseline") == "difficulty=curv_baseline"
+    assert variant("pathx", resolution=128, difficulty="curv_contour_length_14") is None  # pathx.yaml's defaults merged
+    assert variant("pathx", resolution=32, difficulty="curv_contour_length_14") == "resolution=32"
+    assert task_variant({"task": "listops", "config": None, "experiment": "quick"}) == "experiment=quick"  # no config kept
+    assert task_variant({"task": "listops", "config": None, "experiment": "lra/mega-listops"}) is None
+
+
+def test_runs_made_with_lras_released_code_are_their_own_marked_row() -> None:
+    runs = [configured(1, 0.60), configured(2, 0.62), configured(1, 0.37) | {"lra_code": True}]
+    rows = table_rows(runs)
+    assert [(row_name(r), r["listops"].n) for r in rows] == [("**mega**", 2), ("**mega** [LRA code]", 1)]
+    # the switch in the resolved config alone (a W&B run) is enough too
+    rows = table_rows([configured(1, 0.60), configured(2, 0.37, lra_code=True)])
+    assert [row_name(r) for r in rows] == ["**mega**", "**mega** [LRA code]"]
+
+
+def test_a_spread_of_exactly_the_threshold_is_not_flagged() -> None:
+    cell = lambda *accs: table_rows([run("mega", "listops", a, seed=s) for s, a in enumerate(accs)])[0]["flags"]["listops"]
+    assert cell(0.50, 0.55) == []  # 5.00 points: "spread 5.0 > 5" before
+    assert cell(0.50, 0.5501) == ["seeds disagree: spread 5.01 > 5 points"]
+
+
+def test_two_runs_of_one_configuration_with_the_same_seed_are_flagged() -> None:
+    (row,) = table_rows([configured(1, 0.60), configured(1, 0.61) | {"source": "wandb:me/lra/abc"}])
+    assert row["flags"]["listops"] == ["1 run(s) repeat a seed"]
+
+
+def test_a_wandb_run_that_is_also_a_local_folder_is_counted_once() -> None:
+    local = [configured(1, 0.6) | {"wandb_id": "abc"}]
+    remote = [configured(1, 0.6) | {"wandb_id": "abc"}, configured(2, 0.62) | {"wandb_id": "def"}]
+    assert [r["wandb_id"] for r in merge(local, remote)] == ["abc", "def"]
+
+
+def test_the_accuracy_figures_draw_lra_rows_only_and_say_variant_and_scale(tmp_path: Path) -> None:
+    rows = table_rows(MIXED)
+    by_task, vs_speed = figures(rows, None, tmp_path)
+    assert "mega, paper preset" in by_task.drawn and "mega (lr=0.0005), paper preset" in by_task.drawn
+    assert len([d for d in by_task.drawn if "published" not in d]) == 2  # the quick run is not drawn beside 63.14
+    assert "each on its own data (no quick variants)" in by_task.title and "paper preset" in by_task.title
+    assert "LRA tasks on their own data; paper preset" in vs_speed.title and "no make bench results" in vs_speed.title
+
+
+# --- where the settings come from ------------------------------------------------------------------------------
+
+def test_a_run_folder_gives_its_resolved_config_from_hparams_yaml_else_hydras_config(tmp_path: Path) -> None:
+    both, hydra_only, bare = tmp_path / "both", tmp_path / "hydra", tmp_path / "bare"
+    for folder in (both, hydra_only, bare):
+        folder.mkdir()
+        (folder / "result.json").write_text(json.dumps(run("mega", "listops", 0.5)))
+    (both / "csv").mkdir()
+    (both / "csv" / "hparams.yaml").write_text("optimizer:\n  lr: 0.0005\ntask:\n  datamodule:\n    seed: 3\n")
+    for folder in (both, hydra_only):
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "config.yaml").write_text(
+            "seed: 3\noptimizer:\n  lr: 0.002\nscheduler:\n  peak: ${optimizer.lr}\n"
+            "paths:\n  output_dir: ${hydra:runtime.output_dir}\n")
+    found = {Path(r["source"]).name: r for r in local_runs(tmp_path)}
+    assert found["both"]["config"] == {"optimizer.lr": 0.0005, "task.datamodule.seed": 3}  # what the run logged wins
+    assert found["both"]["config_file"].endswith("csv/hparams.yaml")
+    hydra = found["hydra"]["config"]
+    assert hydra["scheduler.peak"] == 0.002  # interpolations resolved
+    assert hydra["paths.output_dir"] == "${hydra:runtime.output_dir}"  # one only the Hydra run could resolve: as written
+    assert found["bare"]["config"] is None
+    assert settings(found["hydra"]) == {"experiment": "lra/mega-listops", "optimizer.lr": 0.002, "scheduler.peak": 0.002}
+
+
+# --- malformed result files and filters ------------------------------------------------------------------------
+
+BAD_RESULTS = {"null": "null", "model-null": json.dumps({"model": None, "task": "listops", "test/acc": 0.5}),
+               "truncated": '{"model": "mega", "task": "listops", "test/a',
+               "percent": json.dumps(run("mega", "listops", 87.5)), "text-acc": json.dumps(run("mega", "listops", 0.5) | {"test/acc": "0.5"})}
+BAD_REASONS = {"null": "not a JSON object but null", "model-null": "'model' is None, not a name", "truncated": "not valid JSON",
+               "percent": "'test/acc' is 87.5, outside [0, 1]", "text-acc": "'test/acc' is '0.5', not a number",
+               "folder": "not a file"}
+
+
+def bad_runs(root: Path) -> Path:
+    for name, text in BAD_RESULTS.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "result.json").write_text(text)
+    (root / "folder" / "result.json").mkdir(parents=True)  # a folder named result.json
+    (root / "good").mkdir()
+    (root / "good" / "result.json").write_text(json.dumps(run("mega", "listops", 0.5)))
+    return root
+
+
+@pytest.mark.parametrize("command", ["report", "dashboard"])
+def test_malformed_result_files_are_skipped_each_with_one_warning_naming_it(command: str, tmp_path: Path, caplog, capsys) -> None:
+    runs = bad_runs(tmp_path / "logs")
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        if command == "report":
+            assert report_main(["--runs", str(runs), "--bench", str(tmp_path / "none"), "--out", str(out)]) == 0
+            table = (out / "report.md").read_text()
+        else:
+            assert dashboard_main(["--dry-run", "--runs", str(runs), "--bench", str(tmp_path / "none"), "--out", str(out / "d.json")]) == 0
+            blocks = json.loads((out / "d.json").read_text())["spec"]["spec"]["blocks"]
+            table = next(b["content"] for b in blocks if b["type"] == "markdown-block")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == len(BAD_REASONS) and all("\n" not in w for w in warnings)
+    for name, why in BAD_REASONS.items():
+        (line,) = [w for w in warnings if f"{runs / name / 'result.json'}:" in w]
+        assert line.startswith("skipping ") and why in line, line
+    assert "| **mega** | paper preset | 50.00 (n=1) · 1 config |" in table and "87.5" not in table and "Traceback" not in capsys.readouterr().err
+
+
+def test_filters_keep_one_sweep_one_experiment_or_the_folders_of_a_glob(tmp_path: Path, capsys) -> None:
+    jobs = {"multiruns/lr-a/seed=1": ("lr-a", "lra/mega-listops", 0.6), "multiruns/lr-a/seed=2": ("lr-a", "lra/mega-listops", 0.62),
+            "multiruns/lr-b/seed=1": ("lr-b", "lra/mega-listops", 0.3), "runs/s4-listops/x": (None, "lra/s4-listops", 0.5)}
+    for folder, (sweep, experiment, acc) in jobs.items():
+        (tmp_path / folder).mkdir(parents=True)
+        model = experiment.split("/")[1].split("-")[0]
+        (tmp_path / folder / "result.json").write_text(json.dumps(run(model, "listops", acc) | {"sweep": sweep, "experiment": experiment}))
+    runs = local_runs(tmp_path)
+    assert len(select(runs, tmp_path, sweep="lr-a")) == 2 and len(select(runs, tmp_path, sweep="lr-*")) == 3
+    assert [r["model"] for r in select(runs, tmp_path, experiment="lra/s4-*")] == ["s4"]
+    assert len(select(runs, tmp_path, glob="multiruns/*/seed=1")) == 2
+    assert len(select(runs, tmp_path, sweep="lr-*", glob="multiruns/lr-b/*")) == 1
+    out = tmp_path / "out"
+    assert report_main(["--runs", str(tmp_path), "--bench", str(tmp_path / "none"), "--out", str(out), "--sweep", "lr-a"]) == 0
+    assert (out / "report.md").read_text().startswith("# lra_bench report\n\n2 runs.")
+    assert report_main(["--runs", str(tmp_path), "--out", str(out), "--experiment", "lra/luna-*"]) == 2
+    assert "none of the 4 runs found under" in capsys.readouterr().out
+
+
+def test_the_bench_time_and_memory_figures_say_device_precision_batch_and_preset() -> None:
+    from lra_bench.benchmarks.bench import plot_title
+
+    meta = {"device": "cuda", "precision": "bf16-mixed", "batch": 8, "task": "text", "repeats": 5}
+    assert plot_title(meta) == "cuda, bf16-mixed, batch 8, preset text (median of 5 steps)"
+
+
+def test_a_config_file_that_cannot_be_read_is_passed_over_by_name(tmp_path: Path, caplog) -> None:
+    (tmp_path / "run" / "csv").mkdir(parents=True)
+    (tmp_path / "run" / "result.json").write_text(json.dumps(run("mega", "listops", 0.5)))
+    (tmp_path / "run" / "csv" / "hparams.yaml").write_text("optimizer: {lr: [0.001\n")  # truncated
+    with caplog.at_level(logging.WARNING):
+        (found,) = local_runs(tmp_path)
+    assert found["config"] is None
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"cannot read the config {tmp_path / 'run' / 'csv' / 'hparams.yaml'} (" in line and "\n" not in line
+
+
+def test_paper_preset_runs_may_change_devices_loggers_and_seeds_but_nothing_trained() -> None:
+    preset = lambda *overrides: scale_of(run("mega", "listops", 0.6) | {"overrides": ["experiment=lra/mega-listops", *overrides]})
+    assert preset("seed=3", "trainer=gpu", "trainer.precision=bf16-mixed", "logger=csv", "hydra/launcher=lra_slurm",
+                  "~callbacks.progress_bar", "paths.data_dir=/data", "+sweep=seeds", "task.datamodule.num_workers=8") == "paper preset"
+    for changed in ("optimizer.lr=5e-4", "trainer.max_time=00:00:09:00", "ckpt_path=/other/run/last.ckpt", "task.max_length=64"):
+        assert preset(changed) == "reduced", changed
+
+
+def test_the_efficiency_table_says_device_precision_batch_and_preset() -> None:
+    from lra_bench.reporting.tables import efficiency_table
+
+    bench = bench_of({("mega", 4096): 1000.0})
+    assert efficiency_table(bench).startswith("From `bench_results/text/results.json` (cpu, fp32, batch 1, preset `text`), L = 4096:")

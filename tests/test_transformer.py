@@ -76,18 +76,18 @@ def test_vanilla_attention_equals_sdpa() -> None:
     torch.testing.assert_close(vanilla(x, lengths), sdpa(x, lengths), atol=1e-5, rtol=1e-5)
 
 
-def lra_pixel_classifier(mask_zero_inputs: bool, pooling: str = "mean"):
+def lra_pixel_classifier(lra_code: bool, pooling: str = "mean"):
     from lra_bench.models.classifier import SequenceClassifier
 
     torch.manual_seed(0)
     backbone = TransformerEncoder(16, 2, 2, 32, dropout=0.0, attn_dropout=0.0, max_length=40, positions="learned")
     return SequenceClassifier(backbone, 16, 3, vocab_size=256, padding_idx=None, pooling=pooling, head_hidden=8,
-                              mask_zero_inputs=mask_zero_inputs).eval()
+                              lra_code=lra_code).eval()
 
 
 @pytest.mark.parametrize("impl", ["sdpa", "vanilla"])
 def test_lra_mode_hides_black_pixels_from_attention(impl: str) -> None:
-    """LRA's mask is inputs > 0: with mask_zero_inputs what a black pixel embeds changes nothing at the other pixels."""
+    """LRA's mask is inputs > 0: with lra_code what a black pixel embeds changes nothing at the other pixels."""
     pixels = torch.tensor([[12, 0, 200, 7, 0, 0, 90, 33, 1, 0]])
     lengths = torch.tensor([10])
     bright = pixels[0] > 0
@@ -100,7 +100,7 @@ def test_lra_mode_hides_black_pixels_from_attention(impl: str) -> None:
             net.embedding.weight[0] += torch.randn(16)  # a different black
             after = net.backbone(net.embedding(pixels), lengths, **({"token_mask": pixels > 0} if lra_mode else {}))
         changed = not torch.allclose(before[0, bright], after[0, bright], atol=1e-6)
-        assert changed != lra_mode, f"mask_zero_inputs={lra_mode}: a black pixel {'changed' if changed else 'did not change'} the others"
+        assert changed != lra_mode, f"lra_code={lra_mode}: a black pixel {'changed' if changed else 'did not change'} the others"
 
 
 def test_lra_mode_masked_queries_attend_uniformly_and_cls_takes_the_first_pixels_mask() -> None:
@@ -120,8 +120,9 @@ def test_lra_mode_masked_queries_attend_uniformly_and_cls_takes_the_first_pixels
     net = lra_pixel_classifier(True, pooling="cls")
     seen = {}
     net.backbone.register_forward_hook(lambda m, args, kwargs, out: seen.update(kwargs), with_kwargs=True)
-    net(black_first, torch.tensor([4]))
-    assert seen["token_mask"].tolist() == [[False, False, True, True, False]]
+    net(black_first, torch.tensor([4]))  # padded to LRA's 39 pixels + CLS, every one of them data
+    assert seen["token_mask"].tolist() == [[False, False, True, True, False] + [False] * 35]
+    assert seen["token_mask"].shape == (1, 40) and net.backbone.max_length == 40
 
 
 def test_an_all_black_image_gives_finite_outputs() -> None:

@@ -2,8 +2,9 @@
 
 Every backbone has the same signature, ``forward(x: (B, L, D), lengths: (B,)) -> (B, L, D)``, so
 Mega, S4, the Transformer and a user's own model drop in unchanged (the contract and its optional hooks:
-``lra_bench/models/protocol.py``). Pooling uses true lengths (pads never count). A backbone's
-``supported_inputs`` and ``max_length`` hooks are checked here: a mismatch is refused with one line.
+``lra_bench/models/protocol.py``). Pooling uses true lengths (pads never count), unless ``lra_code`` reproduces
+LRA's released input pipeline (below). A backbone's ``supported_inputs`` and ``max_length`` hooks are checked here:
+a mismatch is refused with one line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from lra_bench.models.protocol import max_length, protocol_problem, supported_in
 
 POOLINGS = ("mean", "cls", "first", "sum")
 PAIR_FEATURES = ("concat", "nli")
+HEAD_ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # flax nn.gelu (S5)
+                    "relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 def stack_pair(tokens: torch.Tensor, lengths: torch.Tensor, tokens2: torch.Tensor, lengths2: torch.Tensor
@@ -42,8 +45,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, d_in: int, num_classes: int, hidden: int | Sequence[int], activation: str, dropout: float,
                  out_bias: bool):
         super().__init__()
-        acts = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # flax nn.gelu (S5)
-                "relu": nn.ReLU, "tanh": nn.Tanh}
+        acts = HEAD_ACTIVATIONS
         if activation not in acts:
             raise ValueError(f"head activation must be one of {sorted(acts)}, got {activation!r}")
         sizes = [h for h in ([hidden] if isinstance(hidden, int) else list(hidden)) if h]
@@ -75,9 +77,14 @@ class SequenceClassifier(nn.Module):
     (position 0 itself, no token added: LRA's dual encoder, whose "CLS" pooling reads the first byte) or ``sum``.
     pair_features: ``concat`` = [u, v] (LRA, Mega) or ``nli`` = [u, v, u*v, u-v] (S4). Both documents of a pair
     run through the backbone as one batch of 2B rows (as S4 does: BatchNorm statistics span both).
-    mask_zero_inputs: hide input id 0 from attention although it is data (LRA's ``inputs > 0`` padding mask,
-    which on pixel tasks masks every black pixel; the CLS token takes the first pixel's mask, as in LRA). Only
-    for backbones whose ``forward`` takes ``token_mask`` (the LRA Transformer).
+    lra_code: LRA's released code (``lra_benchmarks/models/<model>/<model>.py`` and ``layers/common_layers.py``
+    ``classifier_head`` at cd31e5c6) instead of the default, where pads never count. LRA pads every sequence with id 0
+    to the task's length (here: the backbone's ``max_length``, less one for the CLS token), runs every position as
+    data, hides ``inputs > 0`` from attention only (``src_padding_mask = (inputs > 0)``: on pixel tasks every black
+    pixel too; the CLS token takes the first input's mask), trains the embedding of id 0 like any other, and its
+    ``MEAN`` pooling is ``jnp.mean(encoded, axis=1)``: the pads' outputs counted. Only for backbones whose
+    ``forward`` takes ``token_mask`` (the LRA Transformer block); each mechanism's own ``lra_code`` does with that
+    mask what LRA's attention does.
     """
 
     def __init__(
@@ -99,7 +106,7 @@ class SequenceClassifier(nn.Module):
         head_out_bias: bool = True,
         pair: bool = False,
         pair_features: str = "concat",
-        mask_zero_inputs: bool = False,
+        lra_code: bool = False,
     ):
         super().__init__()
         problem = protocol_problem(backbone)
@@ -118,16 +125,20 @@ class SequenceClassifier(nn.Module):
                                  "(lra_bench.train does); pass task.vocab_size=<n> when building the model by hand")
             if vocab_size < 2:
                 raise ValueError(f"token input needs vocab_size >= 2, got {vocab_size}")
-            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std, padding_idx)
+            pad_row = None if lra_code else padding_idx  # LRA's nn.Embed trains the row of id 0 like any other
+            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std, pad_row)
         elif input == "real":
             self.embedding = RealNumberEmbedding(d_model, mean=pixel_mean, std=pixel_std)
         else:
             raise ValueError(f"input must be tokens or real, got {input!r}")
         self.embed_dropout = nn.Dropout(embed_dropout)
-        if mask_zero_inputs and "token_mask" not in inspect.signature(backbone.forward).parameters:
-            raise ValueError(f"mask_zero_inputs needs a backbone whose forward takes token_mask; "
-                             f"{type(backbone).__name__} does not (it is LRA's Transformer quirk)")
-        self.mask_zero_inputs = mask_zero_inputs
+        if lra_code and "token_mask" not in inspect.signature(backbone.forward).parameters:
+            raise ValueError(f"lra_code=true reproduces LRA's released code, whose models are the LRA Transformer block "
+                             f"with an attention mechanism; {type(backbone).__name__} is not one of them: set lra_code=false")
+        if lra_code and max_length(backbone) is None:
+            raise ValueError(f"lra_code=true pads every sequence to the backbone's max_length (LRA's fixed task length); "
+                             f"{type(backbone).__name__} declares none")
+        self.lra_code = lra_code
         self.backbone = backbone
         self.pooling = pooling
         self.cls = nn.Parameter(torch.zeros(d_model)) if pooling == "cls" else None
@@ -138,8 +149,16 @@ class SequenceClassifier(nn.Module):
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens: (B, L), lengths: (B,) -> pooled (B, D)."""
+        token_mask = None
+        if self.lra_code:  # LRA: every row padded with 0 to the task's length, all of it data, `inputs > 0` masked
+            width = max_length(self.backbone) - (self.cls is not None)
+            if tokens.size(1) > width:
+                raise ValueError(f"sequence length {tokens.size(1)} exceeds the length LRA pads to ({width}: the "
+                                 f"backbone's max_length{' less the CLS token' if self.cls is not None else ''})")
+            tokens = F.pad(tokens, (0, width - tokens.size(1)))
+            lengths = torch.full_like(lengths, width)
+            token_mask = tokens > 0
         x = self.embed_dropout(self.embedding(tokens))
-        token_mask = tokens > 0 if self.mask_zero_inputs else None
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.size(0), 1, -1).to(x.dtype), x], dim=1)
             lengths = lengths + 1
@@ -154,7 +173,7 @@ class SequenceClassifier(nn.Module):
             return x[:, 0]
         if self.pooling == "sum":
             return x.sum(1)  # backbones return zeros at pads
-        return masked_mean(x, lengths)
+        return masked_mean(x, lengths)  # with lra_code lengths are the padded width: LRA's mean over every position
 
     def forward(
         self,

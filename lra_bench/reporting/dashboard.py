@@ -1,16 +1,21 @@
 """A saved W&B Report comparing models, built with the official ``wandb-workspaces`` library.
 
     python -m lra_bench.dashboard --entity E --project P [--group G] [--tasks listops,text] [--runs logs]
+                                  [--sweep NAME] [--experiment GLOB] [--glob GLOB]
                                   [--bench bench_results] [--title T] [--dry-run [--out reports/dashboard.json]]
     make dashboard ARGS="--entity E --project P [--group G]"
 
 The report (created, or updated in place when the project already has one with the same title) holds:
 
-1. **LRA table**: a snapshot markdown table (mean ± std (n) over seeds of the best-checkpoint test accuracy,
-   model × task, Avg, seed-variance and at-chance flags, published rows; ``lra_bench.reporting.tables``) of the
-   runs found when it was made (``--runs`` result.json files and the project's finished W&B runs), then live
-   panels over the finished runs grouped by task and model: bar charts of ``test/acc`` (mean ± std) and of
-   ``diagnosis/at_chance`` (the fraction of seeds at chance), and the runs table with those columns.
+1. **LRA table**: a snapshot markdown table (mean ± std (n) over the seeds of one configuration of the
+   best-checkpoint test accuracy, one row per model and configuration × task, Avg, seed-variance and at-chance
+   flags, published rows, and runs on other data apart; ``lra_bench.reporting.tables``, the report's own grouping)
+   of the runs found when it was made (``--runs`` result.json files and the project's finished W&B runs, filtered
+   by ``--sweep``, ``--experiment``, ``--glob``), then live panels over the finished runs grouped by task and model
+   and by every config key that differs between those runs' configurations of one model and task
+   (``configurations.varying_keys``: the learning rate of an lr sweep, the data folder of a quick run): bar charts
+   of ``test/acc`` (mean ± std) and of ``diagnosis/at_chance`` (the fraction of seeds at chance), and the runs
+   table with those columns.
 2. **Per task**: validation accuracy curves (``val/acc`` against ``trainer/global_step``, one colour per model,
    mean ± std over seeds), and test accuracy against training tokens/s (``perf/tokens_per_sec``) and against peak
    memory (``perf/peak_memory_mb``), one point per run.
@@ -35,8 +40,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lra_bench.reporting.runs import TASK_TITLES, TASKS, bench_results, local_runs, wandb_runs
-from lra_bench.reporting.tables import SPREAD, flags_legend, lra_table, table_rows
+from lra_bench.reporting.configurations import varying_keys
+from lra_bench.reporting.runs import TASK_TITLES, TASKS, add_filter_arguments, bench_results, local_runs, merge, select, wandb_runs
+from lra_bench.reporting.tables import SPREAD, flags_legend, lra_table, table_rows, variant_rows, variant_table
 from lra_bench.reporting.wandb_tables import QUANTITIES, STEP, TABLE, series_key
 
 log = logging.getLogger("lra_bench.reporting.dashboard")
@@ -60,10 +66,10 @@ def runset(wr: Any, bind: tuple[str, str] | None, name: str, filters: str, group
     return wr.Runset(entity=entity, project=project, name=name, filters=filters, groupby=groupby, pinned_columns=pinned)
 
 
-def lra_table_blocks(wr: Any, bind, group: str | None, tasks: tuple[str, ...], snapshot: str) -> list:
+def lra_table_blocks(wr: Any, bind, group: str | None, tasks: tuple[str, ...], snapshot: str, split_by: list[str]) -> list:
     runs = runset(wr, bind, "finished training runs",
                   run_filter("Metric('State') = 'finished'", f"Metric('JobType') in {list(tasks)}", group=group),
-                  ["config.task.name", "config.model.name"])
+                  ["config.task.name", "config.model.name", *[f"config.{k}" for k in split_by]])
     panels = [
         wr.BarPlot(title="test accuracy (best checkpoint), mean ± std over seeds, per task and model", metrics=["test/acc"],
                    groupby_aggfunc="mean", groupby_rangefunc="stddev", max_bars_to_show=60,
@@ -75,9 +81,9 @@ def lra_table_blocks(wr: Any, bind, group: str | None, tasks: tuple[str, ...], s
     return [wr.H1("LRA table"), wr.MarkdownBlock(snapshot), wr.PanelGrid(runsets=[runs], panels=panels)]
 
 
-def task_blocks(wr: Any, bind, group: str | None, task: str) -> list:
+def task_blocks(wr: Any, bind, group: str | None, task: str, split_by: list[str]) -> list:
     runs = runset(wr, bind, f"{TASK_TITLES[task]} runs", run_filter(f"Metric('JobType') = {task!r}", group=group),
-                  ["config.model.name"])
+                  ["config.model.name", *[f"config.{k}" for k in split_by]])
     panels = [
         wr.LinePlot(title=f"{TASK_TITLES[task]}: validation accuracy (colour: model; mean ± std over seeds)", x=STEP_KEY,
                     y=["val/acc"], groupby=wr.Config("model.name"), groupby_aggfunc="mean", groupby_rangefunc="stddev",
@@ -106,9 +112,11 @@ def bench_blocks(wr: Any, bind, models: list[str]) -> list:
 
 
 def build_report(entity: str, project: str, group: str | None, tasks: tuple[str, ...], bench_models: list[str],
-                 snapshot: str, title: str = TITLE, bind: bool = True):
+                 snapshot: str, title: str = TITLE, bind: bool = True, split_by: list[str] = ()):
     """The ``wandb_workspaces`` Report. ``bind=False`` leaves the run sets unbound to the project, so building
-    its spec needs no server (the library looks up the project's internal id for a bound run set)."""
+    its spec needs no server (the library looks up the project's internal id for a bound run set). ``split_by``:
+    config keys the live run sets group by beside task and model (``configurations.varying_keys`` of the runs
+    found), so that a live group, like a snapshot cell, holds one configuration."""
     import wandb_workspaces.reports.v2 as wr
 
     target = (entity, project) if bind else None
@@ -116,10 +124,10 @@ def build_report(entity: str, project: str, group: str | None, tasks: tuple[str,
     blocks = [wr.P(f"Runs of {entity}/{project}, {scope}: training runs by task (W&B job type), make bench runs "
                    f"(job type bench). Made by python -m lra_bench.dashboard (make dashboard); the panels are live, the "
                    f"snapshot table is refreshed by rerunning it.")]
-    blocks += lra_table_blocks(wr, target, group, tasks, snapshot)
+    blocks += lra_table_blocks(wr, target, group, tasks, snapshot, list(split_by))
     blocks += [wr.H1("Accuracy, speed and memory per task")]
     for task in tasks:
-        blocks += task_blocks(wr, target, group, task)
+        blocks += task_blocks(wr, target, group, task, list(split_by))
     blocks += bench_blocks(wr, target, bench_models)
     full_title = f"{title} ({group})" if group else title
     return wr.Report(entity=entity, project=project, title=full_title, description="LRA model comparison (lra_bench)",
@@ -221,11 +229,17 @@ def bench_models(bench_root: Path) -> list[str]:
 
 
 def snapshot_table(runs: list[dict[str, Any]], sources: str, spread: float) -> str:
+    """The report's LRA table (``tables``: one configuration a cell), and its table of runs on other data."""
     if not runs:
         return f"No finished runs found ({sources}) when this report was made; rerun `make dashboard` to fill this table."
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    return (f"Snapshot of {len(runs)} finished runs ({sources}) at {stamp}: test accuracy (%) of the best-validation "
-            f"checkpoint, mean ± std (n) over seeds.\n\n{lra_table(table_rows(runs, spread))}\n\n{flags_legend(spread)}")
+    text = (f"Snapshot of {len(runs)} finished runs ({sources}) at {stamp}: test accuracy (%) of the best-validation "
+            f"checkpoint, mean ± std (n) over the seeds of one configuration.\n\n{lra_table(table_rows(runs, spread))}"
+            f"\n\n{flags_legend(spread)}")
+    others = variant_rows(runs, spread)
+    if others:
+        text += f"\n\nRuns on other data (not LRA tasks; not comparable with the table above):\n\n{variant_table(others)}"
+    return text
 
 
 def existing_report_id(api: Any, entity: str, project: str, title: str) -> str | None:
@@ -248,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="logs", help="folder of result.json files for the snapshot table")
     p.add_argument("--bench", default="bench_results", help="make bench results (the model names of its charts)")
     p.add_argument("--spread", type=float, default=SPREAD, help="flag cells whose seeds differ by more than this (points)")
+    add_filter_arguments(p)
     p.add_argument("--title", default=TITLE)
     p.add_argument("--dry-run", action="store_true", help="write the report's spec as JSON, touch no server")
     p.add_argument("--out", default="reports/dashboard.json", help="where --dry-run writes the spec")
@@ -262,10 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     sources = f"result.json under {args.runs}"
     models = bench_models(Path(args.bench))
 
+    def pick(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return select(found, Path(args.runs), args.sweep, args.experiment, args.glob)
+
     if args.dry_run:
         entity = args.entity or "<your default entity>"
+        runs = pick(runs)
         report = build_report(entity, args.project, args.group, tasks, models, snapshot_table(runs, sources, args.spread),
-                              args.title, bind=False)
+                              args.title, bind=False, split_by=varying_keys(runs))
         spec = spec_of(report)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -281,11 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     api = wandb.Api()
     entity = args.entity or api.default_entity
     try:
-        runs += wandb_runs(f"{entity}/{args.project}", args.group)
+        runs = merge(runs, wandb_runs(f"{entity}/{args.project}", args.group))
         sources += f" and finished W&B runs of {entity}/{args.project}"
     except Exception as e:  # the snapshot falls back to local runs; the live panels do not need it
         log.warning("could not read W&B runs of %s/%s (%s); the snapshot table uses local runs only", entity, args.project, e)
-    report = build_report(entity, args.project, args.group, tasks, models, snapshot_table(runs, sources, args.spread), args.title)
+    runs = pick(runs)
+    report = build_report(entity, args.project, args.group, tasks, models, snapshot_table(runs, sources, args.spread), args.title,
+                          split_by=varying_keys(runs))
     report.id = existing_report_id(api, entity, args.project, report.title) or ""
     updating = bool(report.id)
     report.save()

@@ -2,7 +2,8 @@
 
 Raw HTML in the markdown is escaped, not passed through (run names and paths are text). Every image that names
 a local file (``![alt](plot.png)``, relative to ``image_dir``) is embedded as a ``data:`` URI, so the page needs
-nothing beside it.
+nothing beside it. Code in a table cell (a run folder, named by its overrides with no space in them) may break anywhere,
+so that no table is wider than the page (``tests/test_report_browser.py`` checks it in Chromium).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}"
-         "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{background:#f3f3f3}img{max-width:100%}"
+         "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}td code{overflow-wrap:anywhere}th{background:#f3f3f3}img{max-width:100%}"
          "em{color:#444}code{background:#f3f3f3;padding:0 2px}")
 
 

@@ -2,8 +2,10 @@
 
 A run is a dict with at least ``model``, ``task``, ``seed`` and ``test/acc`` (test accuracy of the
 best-validation checkpoint, a fraction), as ``lra_bench.train`` writes it, plus ``source`` (its folder or W&B
-path). ``scale_of`` tells paper-preset runs from reduced ones; ``at_chance`` reads the run's chance diagnosis
-(``lra_bench.training.diagnosis``).
+path), ``config`` (its resolved config, flattened; None when its folder keeps none) and ``wandb_id``. A file that
+cannot be reported (not a JSON object, no model or task name, an accuracy outside [0, 1]) is skipped with one
+warning naming it and why. ``scale_of`` tells paper-preset runs from reduced ones; ``at_chance`` reads the run's
+chance diagnosis (``lra_bench.training.diagnosis``); ``select`` applies the report's filters.
 """
 
 from __future__ import annotations
@@ -11,29 +13,29 @@ from __future__ import annotations
 import json
 import logging
 import math
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+
+from lra_bench.reporting.configurations import flatten, neutral_override, stored_config
 
 log = logging.getLogger("lra_bench.reporting.runs")
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 TASK_TITLES = {"listops": "ListOps", "text": "Text", "retrieval": "Retrieval", "image": "Image", "pathfinder": "Pathfinder", "pathx": "Path-X"}
-# overrides that change nothing about what is trained: a run with only these is still "paper preset"
-NEUTRAL_OVERRIDES = ("seed=", "paths.", "logger", "trainer.accelerator=", "trainer.devices=", "trainer.precision=",
-                     "trainer=", "hydra", "rerun=", "sweep_name=", "+sweep=", "task.datamodule.num_workers=",
-                     "on_chance=", "chance.")
+ACCURACY_KEYS = ("test/acc", "val/acc_best")  # fractions in [0, 1]
 # a run without a diagnosis (older result.json) counts as at chance when its best validation accuracy is within
 # this much of the validation split's majority-class rate
 CHANCE_MARGIN = 0.01
 
 
 def scale_of(run: dict[str, Any]) -> str:
-    """'paper preset' for ``experiment=lra/<model>-<task>`` with only neutral overrides, else 'reduced'."""
+    """'paper preset' for ``experiment=lra/<model>-<task>`` with only neutral overrides (``configurations.neutral``:
+    seeds, paths, loggers, devices), else 'reduced'."""
     experiment = run.get("experiment") or ""
     if experiment != f"lra/{run['model']}-{run['task']}":
         return "reduced"
-    extra = [o for o in run.get("overrides") or [] if not o.startswith(("experiment=", *NEUTRAL_OVERRIDES))]
-    return "reduced" if extra else "paper preset"
+    return "reduced" if any(not neutral_override(o) for o in run.get("overrides") or []) else "paper preset"
 
 
 def number(run: dict[str, Any], key: str) -> float | None:
@@ -52,19 +54,58 @@ def at_chance(run: dict[str, Any]) -> bool:
     return best is not None and majority is not None and best <= majority + CHANCE_MARGIN
 
 
+def problem(run: Any) -> str | None:
+    """Why a result cannot be reported (None when it can): not a JSON object, no model or task name, or an
+    accuracy outside [0, 1] (``lra_bench.train`` writes fractions; 87.5 is a percent written by something else)."""
+    if not isinstance(run, dict):
+        return f"not a JSON object but {type(run).__name__ if run is not None else 'null'}"
+    for key in ("model", "task"):
+        if not isinstance(run.get(key), str) or not run[key]:
+            return f"{key!r} is {run.get(key)!r}, not a name"
+    for key in ACCURACY_KEYS:
+        v = run.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"{key!r} is {v!r}, not a number"
+        if math.isfinite(v) and not 0.0 <= v <= 1.0:
+            return f"{key!r} is {v:g}, outside [0, 1] (accuracies are fractions: a percent?)"
+    return None
+
+
+def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the run, None) or (None, why it is skipped)."""
+    if not path.is_file():
+        return None, "not a file"
+    try:
+        run = json.loads(path.read_text())
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or e})"
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except ValueError as e:
+        return None, f"not valid JSON ({e}): truncated or hand-edited?"
+    why = problem(run)
+    return (None, why) if why else (run, None)
+
+
 def local_runs(root: Path) -> list[dict[str, Any]]:
-    """Every ``result.json`` below ``root`` (set-aside attempts in ``previous-*`` folders excluded)."""
+    """Every ``result.json`` below ``root`` (set-aside attempts in ``previous-*`` folders excluded), with its run
+    folder's resolved config (``configurations.stored_config``) and W&B id; a file that cannot be reported is
+    skipped with one warning naming it and why."""
     runs = []
     for path in sorted(Path(root).rglob("result.json")):
-        if "previous-" in str(path.parent.name):
+        if path.parent.name.startswith("previous-"):
             continue
-        try:
-            run = json.loads(path.read_text())
-        except ValueError:
-            log.warning("skipping unreadable %s", path)
+        run, why = read_result(path)
+        if run is None:
+            log.warning("skipping %s: %s", path, why)
             continue
-        if "model" in run and "task" in run:
-            runs.append(run | {"source": str(path.parent)})
+        folder = path.parent
+        config, config_file = stored_config(folder)
+        wandb_id = folder / "wandb_id.txt"
+        runs.append(run | {"source": str(folder), "config": config, "config_file": config_file,
+                           "wandb_id": wandb_id.read_text().strip() if wandb_id.is_file() else None})
     return runs
 
 
@@ -72,24 +113,57 @@ SUMMARY_KEYS = ("test/acc", "val/acc_best", "perf/tokens_per_sec", "perf/peak_me
 
 
 def wandb_runs(path: str, group: str | None) -> list[dict[str, Any]]:
-    """Finished runs of a W&B project (needs the network and credentials), as result.json-like dicts."""
+    """Finished runs of a W&B project (needs the network and credentials), as result.json-like dicts with their
+    resolved run config; a run that cannot be reported (``problem``) is skipped with a warning naming it."""
     import wandb
 
     api = wandb.Api(timeout=20)
     filters = {"state": "finished"} | ({"group": group} if group else {})
     out = []
     for r in api.runs(path, filters=filters):
-        cfg, summ = r.config, r.summary
+        cfg, summ = dict(r.config), r.summary
         model, task = (cfg.get("model") or {}).get("name"), (cfg.get("task") or {}).get("name")
         if not model or not task or "test/acc" not in summ:
             continue
         run = {"model": model, "task": task, "seed": cfg.get("seed"), **{k: summ.get(k) for k in SUMMARY_KEYS},
-               "experiment": summ.get("experiment"), "overrides": summ.get("overrides") or [], "source": f"wandb:{r.path}"}
+               "experiment": summ.get("experiment"), "overrides": summ.get("overrides") or [], "sweep": r.group,
+               "config": flatten(cfg), "source": "wandb:" + "/".join(map(str, r.path)),
+               "wandb_id": r.id}
         flag = summ.get("diagnosis/at_chance")  # the chance diagnosis's last verdict, logged by the run
         if isinstance(flag, (int, float)):
             run["diagnosis"] = "at_chance" if flag else "learning"
+        why = problem(run)
+        if why:
+            log.warning("skipping W&B run %s: %s", run["source"], why)
+            continue
         out.append(run)
     return out
+
+
+def merge(local: list[dict[str, Any]], remote: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Local runs and W&B runs, a W&B run that is also a local folder (same W&B id) counted once."""
+    ids = {r["wandb_id"] for r in local if r.get("wandb_id")}
+    return local + [r for r in remote if r.get("wandb_id") not in ids]
+
+
+def add_filter_arguments(parser: Any) -> None:
+    parser.add_argument("--sweep", default=None, help="only runs of this sweep (result.json 'sweep', the W&B group); a glob")
+    parser.add_argument("--experiment", default=None, help="only runs of this experiment (e.g. 'lra/mega-*'); a glob")
+    parser.add_argument("--glob", default=None, help="only run folders matching this glob, relative to --runs "
+                                                     "(e.g. 'multiruns/lr-*/*')")
+
+
+def select(runs: list[dict[str, Any]], root: Path, sweep: str | None = None, experiment: str | None = None,
+           glob: str | None = None) -> list[dict[str, Any]]:
+    """The runs that match every filter given (fnmatch globs): sweep name, experiment, run folder below ``root``."""
+    def folder(r: dict[str, Any]) -> str:
+        source = Path(r["source"])
+        return source.relative_to(root).as_posix() if source.is_relative_to(root) else r["source"]
+
+    return [r for r in runs
+            if (sweep is None or fnmatchcase(str(r.get("sweep")), sweep))
+            and (experiment is None or fnmatchcase(str(r.get("experiment")), experiment))
+            and (glob is None or (not r["source"].startswith("wandb:") and fnmatchcase(folder(r), glob)))]
 
 
 def bench_results(root: Path) -> list[dict[str, Any]]:

@@ -1,20 +1,29 @@
-"""The report's tables (markdown): the LRA table with seed statistics and flags, the efficiency table, the runs.
+"""The report's tables (markdown): the LRA table with seed statistics and flags, the table of runs on other data,
+the efficiency table, the runs.
 
-A cell is one (model, scale, task): the test accuracies (%) of its seeds, shown as mean ± std (n). A cell is
-flagged when its seeds disagree (max - min > ``spread`` points), when some seeds are at chance and others are not,
-and marked when every run in it is at chance (``runs.at_chance``: the run's chance diagnosis).
+A cell holds the seeds of one configuration (``configurations``: same model, task and data, experiment and resolved
+settings apart from the seed): the test accuracies (%) of its runs, shown as mean ± std (n) and the number of
+configurations it holds (one, by construction; counted, not assumed). Runs that differ otherwise are other rows,
+named by what differs from the reference configuration of their model and task. Runs on another data set of a task
+(the quick short ListOps) are never in an LRA column: they have their own table. A cell is flagged when its seeds
+disagree (max - min > ``spread`` points), when some seeds are at chance and others are not, when two runs share a
+seed, and marked when every run in it is at chance (``runs.at_chance``: the run's chance diagnosis).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from typing import Any, NamedTuple
 
+from lra_bench.reporting.configurations import (LRA_CODE, differences, identity, label, reference_identities, settings,
+                                                task_variant, uses_lra_code)
 from lra_bench.reporting.published import FAIL, five_task_avg, rows_for
 from lra_bench.reporting.runs import TASK_TITLES, TASKS, at_chance, number, scale_of
 
 SPREAD = 5.0  # points of test accuracy between a cell's best and worst seed above which the cell is flagged
+LRA_CODE_MARK = "[LRA code]"
 
 
 class Cell(NamedTuple):
@@ -23,35 +32,64 @@ class Cell(NamedTuple):
     n: int
 
 
-def cell_flags(values: list[float], chance: list[bool], spread: float) -> list[str]:
-    """What a reader should know about a cell: all runs at chance, some seeds at chance, seeds that disagree."""
+def cell_flags(values: list[float], chance: list[bool], spread: float, seeds: list[Any] | None = None) -> list[str]:
+    """What a reader should know about a cell: all runs at chance, some seeds at chance, seeds that disagree (best
+    and worst more than ``spread`` points apart, at the cell's two decimals), runs that share a seed."""
     flags = []
     k, n = sum(chance), len(chance)
     if k and k == n:
         flags.append("at chance" if n == 1 else f"all {n} seeds at chance")
     elif k:
         flags.append(f"{k} of {n} seeds at chance")
-    if n > 1 and max(values) - min(values) > spread:
-        flags.append(f"seeds disagree: spread {max(values) - min(values):.1f} > {spread:g} points")
+    gap = round(max(values) - min(values), 2)
+    if n > 1 and gap > spread:
+        flags.append(f"seeds disagree: spread {gap:.2f} > {spread:g} points")
+    distinct = len({json.dumps(s, default=str) for s in seeds}) if seeds is not None else n
+    if distinct < n:
+        flags.append(f"{n - distinct} run(s) repeat a seed")
     return flags
 
 
+def _cell(runs: list[dict[str, Any]], spread: float) -> tuple[Cell, list[str], int]:
+    """A cell of these runs, its flags and the number of configurations among them."""
+    values = [100 * number(r, "test/acc") for r in runs]
+    cell = Cell(statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+    flags = cell_flags(values, [at_chance(r) for r in runs], spread, [r.get("seed") for r in runs])
+    return cell, flags, len({identity(r) for r in runs})
+
+
+def _row_key(run: dict[str, Any], references: dict) -> tuple[tuple, list[tuple[str, Any, Any]]]:
+    """(what puts a run in a row, its differences from its reference): model, scale, the LRA-code switch and the
+    exact differing settings (values, not their shortened text)."""
+    reference = json.loads(references[(run["model"], run["task"], task_variant(run))])
+    diffs = differences(settings(run), reference)
+    exact = tuple((k, json.dumps(v, default=str)) for k, v, _ in diffs if k != LRA_CODE)
+    return (run["model"], scale_of(run), uses_lra_code(run), exact), diffs
+
+
 def table_rows(runs: list[dict[str, Any]], spread: float = SPREAD) -> list[dict[str, Any]]:
-    """One row per (model, scale): per task a ``Cell`` of test accuracy (%), ``flags`` per task, ``avg`` over the
-    six tasks (None unless all six ran) and ``avg5`` over the five before Path-X."""
-    cells: dict[tuple[str, str], dict[str, list[tuple[float, bool]]]] = defaultdict(lambda: defaultdict(list))
-    for r in runs:
-        acc = number(r, "test/acc")
-        if acc is not None:
-            cells[(r["model"], scale_of(r))][r["task"]].append((100 * acc, at_chance(r)))
+    """The LRA table: runs on the LRA tasks' own data, one row per (model, scale, LRA code, settings that differ
+    from the reference); per task a ``Cell`` of test accuracy (%), ``flags``, ``configs`` (configurations in the
+    cell) and ``runs``; ``avg`` over the six tasks (None unless all six ran), ``avg5`` over the five before Path-X;
+    ``label`` (what differs, short) and ``differences`` per task (key, value, the reference's value)."""
+    scored = [r for r in runs if number(r, "test/acc") is not None]
+    references = reference_identities(scored, scale_of)
+    grouped: dict[tuple, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    diffs_of: dict[tuple, dict[str, list]] = defaultdict(dict)
+    for r in scored:
+        if task_variant(r) is None and r["task"] in TASKS:
+            key, diffs = _row_key(r, references)
+            grouped[key][r["task"]].append(r)
+            diffs_of[key][r["task"]] = diffs
     rows = []
-    for (model, scale), by_task in sorted(cells.items()):
-        row: dict[str, Any] = {"model": model, "scale": scale, "flags": {}}
+    for key, by_task in sorted(grouped.items(), key=lambda kv: (kv[0][:3], len(kv[0][3]), kv[0][3])):
+        model, scale, lra_code, _ = key
+        first = next(iter(diffs_of[key].values()))
+        row: dict[str, Any] = {"model": model, "scale": scale, "lra_code": lra_code, "label": label(first),
+                               "differences": diffs_of[key], "flags": {}, "configs": {}, "runs": dict(by_task)}
         for t in TASKS:
             if by_task.get(t):
-                values, chance = [v for v, _ in by_task[t]], [c for _, c in by_task[t]]
-                row[t] = Cell(statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
-                row["flags"][t] = cell_flags(values, chance, spread)
+                row[t], row["flags"][t], row["configs"][t] = _cell(by_task[t], spread)
         means = [row[t].mean for t in TASKS if t in row]
         row["avg"] = statistics.mean(means) if len(means) == len(TASKS) else None
         row["avg5"] = five_task_avg(tuple(row[t].mean if t in row else None for t in TASKS))
@@ -59,11 +97,39 @@ def table_rows(runs: list[dict[str, Any]], spread: float = SPREAD) -> list[dict[
     return rows
 
 
-def fmt_cell(cell: Cell | None, flags: list[str] | None = None) -> str:
+def variant_rows(runs: list[dict[str, Any]], spread: float = SPREAD) -> list[dict[str, Any]]:
+    """Runs on another data set of a task (``task_variant``): one row per configuration, with its cell."""
+    scored = [r for r in runs if number(r, "test/acc") is not None]
+    references = reference_identities(scored, scale_of)
+    grouped: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    diffs_of: dict[tuple, list] = {}
+    for r in scored:
+        variant = task_variant(r)
+        if variant is not None or r["task"] not in TASKS:
+            key, diffs = _row_key(r, references)
+            grouped[(r["task"], variant or "", *key)].append(r)
+            diffs_of[(r["task"], variant or "", *key)] = diffs
+    rows = []
+    for key, members in sorted(grouped.items(), key=lambda kv: kv[0][:5]):
+        task, variant, model, scale, lra_code, _ = key
+        cell, flags, configs = _cell(members, spread)
+        rows.append({"model": model, "task": task, "variant": variant, "scale": scale, "lra_code": lra_code,
+                     "label": label(diffs_of[key]), "cell": cell, "flags": flags, "configs": configs, "runs": {task: members}})
+    return rows
+
+
+def row_name(row: dict[str, Any], bold: bool = True) -> str:
+    """``**mega** (lr=0.0005) [LRA code]``: the model, what differs from its reference, the LRA-code marker."""
+    name = f"**{row['model']}**" if bold else row["model"]
+    return name + (f" ({row['label']})" if row["label"] else "") + (f" {LRA_CODE_MARK}" if row["lra_code"] else "")
+
+
+def fmt_cell(cell: Cell | None, flags: list[str] | None = None, configs: int = 1) -> str:
     if cell is None:
         return "–"
     mean, std, n = cell
-    text = f"{mean:.2f} ± {std:.2f} (n={n})" if n > 1 else f"{mean:.2f}"
+    text = f"{mean:.2f} ± {std:.2f} (n={n})" if n > 1 else f"{mean:.2f} (n=1)"
+    text += f" · {configs} config{'s' if configs != 1 else ''}"
     return text + "".join(f" ⚠ {f}" for f in flags or ())
 
 
@@ -75,8 +141,8 @@ def lra_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         avg = f"{r['avg']:.2f}" if r["avg"] is not None else "–"
         avg5 = f"{r['avg5']:.2f}" if r.get("avg5") is not None else "–"
-        cells = " | ".join(fmt_cell(r.get(t), r.get("flags", {}).get(t)) for t in TASKS)
-        lines.append(f"| **{r['model']}** | {r['scale']} | {cells} | {avg} | {avg5} | ours |")
+        cells = " | ".join(fmt_cell(r.get(t), r.get("flags", {}).get(t), r.get("configs", {}).get(t, 1)) for t in TASKS)
+        lines.append(f"| {row_name(r)} | {r['scale']} | {cells} | {avg} | {avg5} | ours |")
     for p in rows_for({r["model"] for r in rows} | {"mega", "mega_chunk", "transformer", "s4"}):
         shown = ["✗" if v is FAIL else f"{v:.2f}" for v in p.scores]
         six, five = (f"{p.avg:.2f}", "–") if p.scores[-1] is not FAIL else ("–", f"{p.avg:.2f}")
@@ -85,11 +151,35 @@ def lra_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def variant_table(rows: list[dict[str, Any]]) -> str:
+    """Runs on other data sets of a task, one configuration a row: never LRA numbers, never beside published ones."""
+    lines = ["| model | task | data (differs from the LRA task) | runs | test acc (%) |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {row_name(r)} | {TASK_TITLES.get(r['task'], r['task'])} | {r['variant'] or 'not an LRA task'} | "
+                     f"{r['scale']} | {fmt_cell(r['cell'], r['flags'], r['configs'])} |")
+    return "\n".join(lines)
+
+
+def configurations_list(rows: list[dict[str, Any]]) -> str:
+    """For each named row, every setting in which it differs from its reference, per task."""
+    lines = []
+    for r in rows:
+        for task, diffs in (r.get("differences") or {}).items():
+            shown = [f"`{k}` = {v!r} (reference {ref!r})" for k, v, ref in diffs if k != LRA_CODE]
+            if shown:
+                lines.append(f"- {row_name(r)}, {TASK_TITLES.get(task, task)}: " + "; ".join(shown))
+    return "\n".join(lines)
+
+
 def flags_legend(spread: float) -> str:
     return (f"⚠ marks a cell to read with care: **at chance** (the run's chance diagnosis: its best validation accuracy "
             f"stayed within noise of the validation split's majority-class rate), **k of n seeds at chance** (some seeds "
             f"learned, others did not), **seeds disagree** (best and worst seed more than {spread:g} points apart; "
-            f"`--spread` sets it). Usual fixes for runs at chance: a lower learning rate, a longer warmup, another seed.")
+            f"`--spread` sets it), **run(s) repeat a seed** (two runs of one configuration with the same seed: a copy?). "
+            f"Usual fixes for runs at chance: a lower learning rate, a longer warmup, another seed. Each cell holds one "
+            f"configuration (\"· 1 config\"); a row named `model (key=value, …)` differs from that model's reference "
+            f"configuration (its paper preset, else its most-run one) in those settings; {LRA_CODE_MARK} marks runs made "
+            f"with LRA's released code (`{LRA_CODE}=true`: its defects included, to reproduce LRA Table 1).")
 
 
 def efficiency_table(bench: dict[str, Any]) -> str:
@@ -97,7 +187,7 @@ def efficiency_table(bench: dict[str, Any]) -> str:
     lengths = sorted({r["length"] for r in rows})
     length = 4096 if 4096 in lengths else (max(lengths) if lengths else None)
     meta = bench["meta"]
-    lines = [f"From `{bench['path']}` ({meta['device']}, {meta['precision']}, preset `{meta['task']}`), L = {length}:", "",
+    lines = [f"From `{bench['path']}` ({meta['device']}, {meta['precision']}, batch {meta['batch']}, preset `{meta['task']}`), L = {length}:", "",
              "| model | tokens/s | speed x (SDPA Transformer) | memory MB | memory x (SDPA Transformer) |", "|---|---|---|---|---|"]
     for r in rows:
         if r["length"] == length:
@@ -115,13 +205,16 @@ def diagnosis_of(run: dict[str, Any]) -> str:
     return "⚠ at chance (val acc at the majority rate)" if at_chance(run) else "–"
 
 
-def runs_table(runs: list[dict[str, Any]]) -> str:
-    lines = ["| model | task | seed | scale | val acc | test acc | tokens/s | diagnosis | source |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def runs_table(runs: list[dict[str, Any]], rows: list[dict[str, Any]] = ()) -> str:
+    """Every run, with the row (configuration) it is counted in."""
+    placed = {id(run): (row_name(row, bold=False) + ("" if task_variant(run) is None else f", {row['variant']}"))
+              for row in rows for members in row["runs"].values() for run in members}
+    lines = ["| model | task | seed | scale | row | val acc | test acc | tokens/s | diagnosis | source |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["task"], r["model"], str(r.get("seed")))):
         val, test, tps = number(r, "val/acc_best"), number(r, "test/acc"), number(r, "perf/tokens_per_sec")
         shown = [f"{100 * val:.2f}" if val is not None else "–", f"{100 * test:.2f}" if test is not None else "–",
                  f"{tps:,.0f}" if tps is not None else "–"]
-        lines.append(f"| {r['model']} | {r['task']} | {r.get('seed')} | {scale_of(r)} | " + " | ".join(shown)
-                     + f" | {diagnosis_of(r)} | {r['source']} |")
+        lines.append(f"| {r['model']} | {r['task']} | {r.get('seed')} | {scale_of(r)} | {placed.get(id(r), '–')} | " + " | ".join(shown)
+                     + f" | {diagnosis_of(r)} | `{r['source']}` |")
     return "\n".join(lines)

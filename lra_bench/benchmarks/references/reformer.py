@@ -1,10 +1,10 @@
 """Our ``ReformerAttention`` beside Hugging Face ``transformers`` ``LSHSelfAttention``, weights and rotations matched.
 
 LRA's hashing settings (1 hash round, 10 buckets, chunk length ``length // 10 + 1``, one chunk of look-back) on
-both. HF implements the Reformer paper's variant, which LRA's code does not (see ``reformer.py``): a self mask,
-unit-RMS keys with 1/sqrt(E) scaling; ours is switched to it here (``self_mask``, ``key_norm``,
-``score_scale="standard"``) so the two compute the same function. Neither has an output projection
-(LSHSelfAttention returns the concatenated heads; so does LRA's ``ReformerAttention``). HF draws its rotations
+both. HF implements the Reformer paper's variant, our default (LRA's code, ``lra_code=True``, does not; see
+``reformer.py``): a self mask, unit-RMS keys with 1/sqrt(E) scaling. LSHSelfAttention returns the concatenated
+heads (HF's output dense sits outside it), so ours runs here without its output projection (``out_proj=False``)
+and the two compute the same function. HF draws its rotations
 with ``torch.randn`` after ``torch.manual_seed(hash_seed)`` on every call, one per head: ours get the same draw.
 HF needs L to be a multiple of the chunk length; ``HFLSHAttention`` pads as HF's ``ReformerModel`` does (zeros,
 ``attention_mask`` 0, which HF sorts into an extra last bucket) and strips the pad.
@@ -71,7 +71,7 @@ def build(length: int, d_model: int, n_heads: int, seed: int = 0) -> tuple[nn.Mo
     """(ours, theirs) mapping x (B, L, D) -> (B, L, D) for L <= length, the same function; no dropout."""
     torch.manual_seed(seed)
     ours = ReformerAttention(d_model, n_heads, dropout=0.0, max_length=length, n_hashes=N_HASHES,
-                             n_buckets=N_BUCKETS, self_mask=True, key_norm=True, score_scale="standard")
+                             n_buckets=N_BUCKETS, out_proj=False)  # our default is the paper's (HF's) variant
     theirs = hf_attention(ours, d_model, hash_seed=seed)
     match(ours, theirs, hash_seed=seed)
     return ours, theirs

@@ -1,4 +1,4 @@
-"""BigBird block-sparse attention (Zaheer et al., 2020, arXiv 2007.14062, the ITC variant) as LRA runs it:
+"""BigBird block-sparse attention (Zaheer et al., 2020, arXiv 2007.14062, the ITC variant), and LRA's code of it:
 
     y_i = sum_{j in N(i)} softmax_j(q_i . k_j / sqrt(E)) v_j,
 
@@ -33,9 +33,17 @@ xavier-uniform). As there:
 - No attention dropout: LRA's sparse path applies none (its ``dropout_rate`` reaches no op), so ``dropout`` is
   accepted and unused.
 
-Differences from LRA:
-- Seeds: LRA seeds layer l with l. A mechanism does not know its layer index, so ``seed=None`` draws a seed
-  from torch's generator at construction (reproducible under the run's seed, different per layer).
+``lra_code=True`` (LRA's code, defects included): ``bigbird_attention.py:487`` pads the bool padding mask with
+``constant_values=-1e9``, which becomes True as a bool, so the ``block_size - L % block_size`` zero vectors appended
+to the input (q = k = v = 0) are attendable keys of every query (score 0, value 0: they take weight and add nothing);
+the layout is that of the batch's own length L (LRA's batches always have the task's length), and layer l's random
+blocks are drawn with seed l (``bigbird.py:207``, ``connectivity_seed=lyr``; the encoder passes ``layer_index``).
+By default padding never counts: appended positions are masked like pads.
+
+Differences from LRA (default):
+- Seeds: LRA seeds layer l with l; ``seed=None`` draws a seed from torch's generator at construction (reproducible
+  under the run's seed, different per layer); with ``lra_code`` the seed is the layer index.
+- The appended block padding is masked (above).
 - A row with fewer candidate blocks than r (layouts of a few blocks, where LRA's numpy assignment fails)
   leaves the missing entries empty (no keys).
 - ``extra_pad_block=False`` pads only to the next block multiple (Hugging Face's layout); ``use_random_blocks``
@@ -137,9 +145,17 @@ class BigBirdAttention(nn.Module):
         random_span: int | None = 1024,
         extra_pad_block: bool = True,
         seed: int | None = None,
+        lra_code: bool = False,
+        layer_index: int | None = None,
     ):
         super().__init__()
         d_qkv = qkv_width(d_model, n_heads, d_qkv)
+        if lra_code and not extra_pad_block:
+            raise ValueError("lra_code=True pads by block_size - L % block_size (a whole block when L is a multiple): "
+                             "extra_pad_block must stay True")
+        self.lra_code = lra_code
+        if lra_code and seed is None and layer_index is not None:
+            seed = layer_index  # LRA: connectivity_seed=lyr (bigbird.py:207)
         self.n_heads = n_heads
         self.dropout = dropout  # unused: LRA's block-sparse path has no attention dropout
         self.max_length = max_length
@@ -176,12 +192,16 @@ class BigBirdAttention(nn.Module):
         self.random_blocks.copy_(table)
 
     def _table(self, length: int) -> torch.Tensor:
+        n_blocks = self.layout_blocks(length)
+        if self.lra_code and (self.random_blocks is None or self.random_blocks.size(1) + 2 != n_blocks):
+            if n_blocks not in self._tables:  # LRA: the layout of the batch's own length
+                self._tables[n_blocks] = self._draw(n_blocks)
+            return self._tables[n_blocks]
         if self.random_blocks is not None:
             if length > self.max_length:
                 raise ValueError(f"sequence length {length} exceeds BigBird's max_length ({self.max_length}); "
                                  "raise model.net.backbone.max_length")
             return self.random_blocks
-        n_blocks = self.layout_blocks(length)
         if n_blocks not in self._tables:
             self._tables[n_blocks] = self._draw(n_blocks)
         return self._tables[n_blocks]
@@ -190,13 +210,14 @@ class BigBirdAttention(nn.Module):
         """x: (B, L, D); mask: (B, L) bool, True where a position may be attended, or None (all) -> (B, L, D)."""
         B, L, _ = x.shape
         H, b = self.n_heads, self.block_size
-        n = -(-L // b)  # blocks in this batch
+        n = self.layout_blocks(L) if self.lra_code else -(-L // b)  # blocks in this batch
         pad = n * b - L
         q, k, v = (proj(x).view(B, L, H, -1).transpose(1, 2) for proj in (self.query, self.key, self.value))
         if pad:
             q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         valid = torch.ones(B, L, dtype=torch.bool, device=x.device) if mask is None else mask
-        valid = F.pad(valid, (0, pad), value=False)  # (B, n b)
+        # LRA pads its bool mask with -1e9, i.e. True: the appended zero vectors are attended (lra_code)
+        valid = F.pad(valid, (0, pad), value=self.lra_code)  # (B, n b)
         y = self._attend(q, k, v, valid, self._table(L).to(x.device), n)  # (B, H, n b, E)
         y = y[:, :, :L]
         if mask is not None:

@@ -43,7 +43,7 @@ def split_heads(qkv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Te
 
 def has_holes(mask: torch.Tensor | None) -> bool:
     """Whether a masked position precedes an attendable one in some row (``mask`` is more than right padding).
-    Only then is a masked query a real position whose output matters (a masked pixel, ``mask_zero_inputs``)."""
+    Only then is a masked query a real position whose output matters (a masked pixel, ``lra_code``)."""
     return mask is not None and bool((~mask[:, :-1] & mask[:, 1:]).any())
 
 

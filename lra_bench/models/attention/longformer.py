@@ -20,7 +20,7 @@ classification recipe). Hugging Face's ``LongformerSelfAttention`` computes the 
 Differences from LRA's code: LRA builds (L, L) masks (quadratic cost); ours is blockwise. LRA always creates the
 three global projections, unused (and untrained) when nothing is global; ours creates them only for
 ``n_global > 0``. A query that is itself masked gets the uniform average of all values, as LRA's -1e10 bias on its
-whole row gives; only done when ``mask`` has holes (masked pixels with ``mask_zero_inputs``), since a masked query
+whole row gives; only done when ``mask`` has holes (masked pixels with ``lra_code``), since a masked query
 in a right-padded tail is a pad, whose output is free.
 
 Shapes: B batch, L length, D model dim, H heads, E = d_qkv / H per-head dim, W block length, N number of blocks.

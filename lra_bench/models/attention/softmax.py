@@ -6,8 +6,8 @@ Reference: ``google-research/long-range-arena`` ``lra_benchmarks/models/transfor
 
 Masking follows LRA's ``make_attention_mask(padding_mask, padding_mask)``: a key is attended only where it is
 valid, and a query that is itself masked gets flax's -1e10 bias on every key, which in float32 is a uniform
-average of all values. That matters only when the mask has holes (``mask_zero_inputs`` on pixel tasks, where
-black pixels are masked); for length padding the masked queries are pads, which the encoder zeroes anyway.
+average of all values. That matters only with ``lra_code`` (LRA's ``inputs > 0`` mask: black pixels on pixel tasks,
+and pads, whose outputs LRA's mean pooling counts); by default the masked queries are pads, which the encoder zeroes.
 
 Shapes: B batch, L length, D model dim, H heads, E = d_qkv / H per-head dim.
 """
@@ -21,6 +21,20 @@ from torch import nn
 from lra_bench.models.attention.heads import average_masked_queries, key_mask, projections, qkv_width, split_heads
 
 IMPLS = ("sdpa", "vanilla")
+
+
+def flax_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,
+                          dropout: float, training: bool) -> torch.Tensor:
+    """softmax(q k^T / sqrt(E) + bias) v with LRA's flax mask bias, -1e10 where ``allowed`` is False, as float32
+    (LRA's dtype) computes it: a masked key weighs exactly 0, and a row with no allowed key, whose -1e10 swamps
+    every score, averages all values uniformly. The mechanisms' ``lra_code`` paths share it.
+    q (..., Q, E); k, v (..., K, E); allowed: bool broadcastable to (..., Q, K), or None -> (..., Q, E)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.size(-1) ** -0.5
+    if allowed is not None:
+        empty = ~allowed.any(-1, keepdim=True)
+        scores = scores.masked_fill(~(allowed | empty), float("-inf"))
+        scores = scores.masked_fill(empty, 0.0)  # float32: score - 1e10 == -1e10 for every key
+    return torch.matmul(F.dropout(scores.softmax(-1), dropout, training), v)
 
 
 class SoftmaxAttention(nn.Module):

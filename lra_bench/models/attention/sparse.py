@@ -29,7 +29,7 @@ Differences from LRA's code: LRA builds the (L, L) mask and runs dense attention
 LRA's ``Fixed2Pattern`` does (the paper writes the set as {t, t + 1, ..., l}, t = l - c, and l mod l = 0).
 ``causal=False`` (the pattern without j <= i) is an option LRA does not have. A query that is itself masked gets the
 uniform average of all values, as LRA's -1e10 bias on its whole row gives; only done when ``mask`` has holes
-(masked pixels with ``mask_zero_inputs``), since a masked query in a right-padded tail is a pad, whose output is
+(masked pixels with ``lra_code``), since a masked query in a right-padded tail is a pad, whose output is
 free.
 
 Shapes: B batch, L length, D model dim, H heads, E = d_qkv / H per-head dim, l block length, N blocks, s summary

@@ -25,20 +25,21 @@ defaults here: ``mode="random"``, ``ignore_dot_product=False``; ``factorized_ran
 as ``dense+random`` (LRA's mode strings) are options. As LRA: projections without bias, xavier-uniform (the 3-D
 random matrices with flax's fans, bound sqrt(6 / (H (fan_in + fan_out)))), dropout on the attention weights.
 
-Padding: R holds logits between absolute positions, so the logits a real query gives a real key do not depend
-on how long the batch is; masking the keys where ``mask`` is False (length pads and holes) removes everything
-else, and the softmax then normalises over the real keys only. So outputs at real positions do not depend on
-the pads, in every mode (R's rows and columns past the true length only ever meet masked keys or pad queries).
-LRA masks keys (and queries) only with the dot product; with ``ignore_dot_product`` it applies no mask at all,
-so its pads (and how many) change every output: here keys are masked in every mode. A masked query gets
-flax's -1e10 on every key, i.e. the plain mean of all values (as ``softmax.py``); a row without any valid key
-attends to all.
+Default (``lra_code=False``), the paper's Synthesizer computed correctly: R holds logits between absolute
+positions, so the logits a real query gives a real key do not depend on how long the batch is; masking the keys
+where ``mask`` is False (length pads and holes) removes everything else, in every mode, and the softmax then
+normalises over the real keys only. So outputs at real positions do not depend on the pads (R's rows and columns
+past the true length only ever meet masked keys or pad queries). ``dense`` computes the paper's B_h[i] = F_h(X_i).
+A masked query gets flax's -1e10 on every key, i.e. the plain mean of all values (as ``softmax.py``); a row without
+any valid key attends to all.
 
-Differences from LRA:
-- ``dense``: LRA reshapes its (B, L, H, max_length) logits to (B, H, L, max_length) without a transpose (its
-  TODO: "check if this reshape is needed"), which mixes rows of different positions and heads; here the head
-  axis is moved, the paper's B_h[i] = F_h(X_i). No LRA config uses ``dense``.
-- Keys are masked without the dot product too (above).
+``lra_code=True``, LRA's code (``synthesizer_attention.py`` at cd31e5c6) where it differs:
+- ``dense``: the (B, L, H, max_length) logits are reshaped to (B, H, L, max_length) without a transpose (lines
+  332-335, its TODO "check if this reshape is needed"), which mixes rows of different positions and heads, then
+  cut to the first L columns. No LRA config uses ``dense``.
+- ``ignore_dot_product``: no mask at all (lines 390-400 build it only with the dot product), so pads are attended
+  and how many there are changes every output. Its text config asks for it, but ``text_classification/train.py``
+  never passes it (above), so LRA's runs never used it.
 
 Shapes: B batch, L length, D model dim, H heads, E = d_qkv / H per-head dim, M = max_length, k factor rank.
 """
@@ -79,6 +80,7 @@ class SynthesizerAttention(nn.Module):
         mode: str = "random",
         ignore_dot_product: bool = False,
         k: int = 32,
+        lra_code: bool = False,
     ):
         super().__init__()
         d_qkv = qkv_width(d_model, n_heads, d_qkv)
@@ -91,6 +93,7 @@ class SynthesizerAttention(nn.Module):
         self.dropout = dropout
         self.modes = parts
         self.ignore_dot_product = ignore_dot_product
+        self.lra_code = lra_code
         E = d_qkv // n_heads
         if not ignore_dot_product:
             self.query = nn.Linear(d_model, d_qkv, bias=False)
@@ -118,8 +121,10 @@ class SynthesizerAttention(nn.Module):
             terms.append(torch.matmul(self.R1[:, :L], self.R2[:, :, :L])[None])
         if "dense" in self.modes:
             h = F.relu(self.W1(x).view(B, L, self.n_heads, -1))  # (B, L, H, E)
-            # only the first L of W2's max_length outputs are kept: compute just those
-            terms.append(F.linear(h, self.W2.weight[:L]).transpose(1, 2))  # (B, H, L, L): row i from x_i alone
+            if self.lra_code:  # LRA: (B, L, H, M) reshaped to (B, H, L, M) without a transpose, then cut to L
+                terms.append(self.W2(h).reshape(B, self.n_heads, L, self.max_length)[..., :L])
+            else:  # only the first L of W2's max_length outputs are kept: compute just those
+                terms.append(F.linear(h, self.W2.weight[:L]).transpose(1, 2))  # (B, H, L, L): row i from x_i alone
         return sum(terms[1:], terms[0])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,6 +136,8 @@ class SynthesizerAttention(nn.Module):
         H = self.n_heads
         v = self.value(x).view(B, L, H, -1).transpose(1, 2)  # (B, H, L, E)
         S = self.synthetic_logits(x)
+        if self.lra_code and self.ignore_dot_product:
+            mask = None  # LRA builds no mask without the dot product
         if mask is not None and not bool(mask.all()):  # all real: S stays (1, H, L, L), broadcast over the batch
             S = S.masked_fill(~key_mask(mask)[:, None, None, :], float("-inf"))
         p = self.dropout if self.training else 0.0

@@ -7,8 +7,9 @@ embedding and pooling and swaps only the attention (``lra_benchmarks/models/<mod
 the attention is a parameter: ``attention="sdpa"`` or ``"vanilla"`` (full softmax, ``softmax.py``), or a
 factory (a Hydra config with ``_partial_: true``) for a mechanism in this folder or a user's own.
 
-A mechanism is an ``nn.Module`` built as ``factory(d_model=, n_heads=, d_qkv=, dropout=, max_length=)`` (it
-takes whichever of these its constructor names) with ``forward(x: (B, L, D), mask: (B, L) bool | None) ->
+A mechanism is an ``nn.Module`` built as ``factory(d_model=, n_heads=, d_qkv=, dropout=, max_length=, layer_index=)``
+(it takes whichever of these its constructor names; ``layer_index`` is 0 for the first block, as LRA's BigBird seeds
+its random blocks with it) with ``forward(x: (B, L, D), mask: (B, L) bool | None) ->
 (B, L, D)``: ``mask`` is True where a position may be attended (None: all); outputs at real positions must
 not depend on masked ones.
 
@@ -65,7 +66,7 @@ class PositionalEncoding(nn.Module):
 
 def build_attention(attention: str | Callable[..., nn.Module], **common: object) -> nn.Module:
     """One layer's mechanism: ``sdpa``/``vanilla`` softmax attention, or ``attention(**common)`` passing the
-    common arguments (d_model, n_heads, d_qkv, dropout, max_length) its constructor names."""
+    common arguments (d_model, n_heads, d_qkv, dropout, max_length, layer_index) its constructor names."""
     if isinstance(attention, str):
         if attention not in IMPLS:
             raise ValueError(f"model.net.backbone.attention must be one of {IMPLS} or a mechanism config "
@@ -74,7 +75,8 @@ def build_attention(attention: str | Callable[..., nn.Module], **common: object)
     target = getattr(attention, "func", attention)
     params = inspect.signature(target).parameters
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return attention(**{k: v for k, v in common.items() if takes_all or k in params})
+    named = {k: v for k, v in common.items() if k in params or (takes_all and k != "layer_index")}
+    return attention(**named)
 
 
 class MlpBlock(nn.Sequential):
@@ -111,7 +113,7 @@ class TransformerEncoder(nn.Module):
     """Backbone ``forward(x: (B, L, D), lengths: (B,)) -> (B, L, D)``; pad positions come out as zeros.
 
     ``token_mask`` (B, L) bool, optional: further positions to hide from attention although they are real
-    (LRA's ``inputs > 0`` on pixel tasks; the classifier passes it when ``mask_zero_inputs`` is on).
+    (LRA's ``inputs > 0``, black pixels included; the classifier passes it with ``lra_code``).
     """
 
     def __init__(
@@ -135,8 +137,9 @@ class TransformerEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         common = dict(d_model=d_model, n_heads=n_heads, d_qkv=d_qkv or d_model, dropout=attn_dropout, max_length=max_length)
         self.layers = nn.ModuleList(
-            TransformerBlock(d_model, d_ff, dropout, prenorm, activation, build_attention(attention, **common))
-            for _ in range(n_layers)
+            TransformerBlock(d_model, d_ff, dropout, prenorm, activation,
+                             build_attention(attention, **common, layer_index=i))
+            for i in range(n_layers)
         )
         self.final_norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()
 
