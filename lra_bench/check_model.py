@@ -9,7 +9,7 @@ Options (``key=value``): ``model`` (required; any name on the config search path
 ``hydra.searchpath=[...]`` included), ``task`` (default listops: whose config builds the model and whose presets set
 the budget), ``quick`` (true: small and fast), ``long`` (or ``--long``: also 8K and 16K), ``device`` (cpu | cuda:
 where the cost and bf16 checks run; default cpu), ``only`` (a comma-separated subset of the groups pads, rows,
-gradients, numerics, cost, budget, trains).
+gradients, device, numerics, cost, budget, trains).
 Any other ``key=value`` is a Hydra override of the model's config (``model.net.backbone.n_layers=2``).
 
 Prints a table, one row per check, with its status, the measured figure beside the threshold it is held against, and
@@ -21,6 +21,7 @@ for a failing row its likely cause; exits 1 when a check fails (2 on a bad comma
   padding holding random values, for token and pixel input and the pair (2B rows) form;
 - rows: one row's values and length do not reach the other rows (eval; train mode too unless a BatchNorm explains it);
 - gradients: every parameter gets a finite, non-zero gradient;
+- device: no tensor made in forward/backward without ``device=`` (it would land on the CPU); host syncs counted;
 - eval determinism; bf16 autocast finite (forward and backward);
 - cost: operations (FLOPs), CPU time and memory of a training step at 1K, 2K, 4K (8K, 16K with --long), with the
   fitted exponents (the operation count holds on a loaded machine; the time row says when its repeats are too noisy);
@@ -42,6 +43,7 @@ from omegaconf import DictConfig
 from lra_bench.checks import FAIL, INFO, PASS, SKIP, WARN, CheckResult, one_line
 from lra_bench.checks.budget import budget
 from lra_bench.checks.build import TASK_OF_INPUT, Target, build, inputs, model_config, perturb_like_trained
+from lra_bench.checks.device import device_placement
 from lra_bench.checks.gradients import gradients
 from lra_bench.checks.numerics import bf16_autocast, eval_determinism
 from lra_bench.checks.padding import backbone_padding, classifier_padding, skipped
@@ -54,7 +56,7 @@ MakeInputs = Callable[[list[int], int, str], torch.Tensor]
 
 STATUS_STYLE = {PASS: "green", FAIL: "bold red", WARN: "yellow", INFO: "cyan", SKIP: "dim"}
 TOOL_KEYS = ("model", "task", "quick", "long", "device", "only")
-GROUPS = ("pads", "rows", "gradients", "numerics", "cost", "budget", "trains")  # the protocol row always runs
+GROUPS = ("pads", "rows", "gradients", "device", "numerics", "cost", "budget", "trains")  # the protocol row always runs
 
 
 def _guard(name: str, fn: Callable[[], list[CheckResult] | CheckResult]) -> list[CheckResult]:
@@ -128,6 +130,9 @@ def run_checks(target: Target, long: bool = False, device: str = "cpu", only: Se
     classes = int(cfg.task.num_classes)
     if "gradients" in only:
         results += _guard("gradients: every parameter, finite and non-zero", lambda: gradients(build(cfg), maker(cfg), classes, pair))
+    if "device" in only:
+        results += _guard("device: every tensor made on the input's device",
+                          lambda: device_placement(build(cfg), maker(cfg), classes, pair))
     if "numerics" in only:
         results += _guard("eval: deterministic", lambda: eval_determinism(net, maker(cfg), pair))
         results += _guard("bf16 autocast: finite",

@@ -37,6 +37,7 @@ from lra_bench.target_errors import target_error
 from lra_bench.training.checkpoint_io import (UnusableCheckpoint, WrongModel, atomic_write, check_fits, checksum_path,
                                               inspect_checkpoint, listed_digests, model_shapes)
 from lra_bench.training.resume_rules import resume_rule_line
+from lra_bench.training.compile import compile_backbone
 from lra_bench.training.run_lock import RunLock
 from lra_bench.training.run_state import (clear_error, finished_result, record_error, remove_stale_temp_files,
                                           resume_checkpoint, set_aside, set_aside_once_per_job, set_unusable_aside,
@@ -84,6 +85,8 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Traine
         if unloadable is None:
             raise
         raise ConfigError(f"model {cfg.model.name}: {unloadable}") from e
+    if cfg.get("compile"):
+        compile_backbone(net.backbone, cfg.compile)
     module = LRAModule(
         net,
         num_classes=cfg.task.num_classes,

@@ -79,6 +79,20 @@ class EvalBatchNormLeak(Backbone):
         return (z * keep).transpose(1, 2)
 
 
+class MakesCpuTensor(Backbone):
+    """Scales by ``torch.ones(x.size(-1))``, made without ``device=``: on a GPU it lands on the CPU and the product
+    raises. Also reads its longest length with ``.item()`` (a host sync)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        scale = torch.ones(x.size(-1))  # the device finding: no device=
+        longest = int(lengths.max().item())  # the host sync
+        return self.proj(x) * scale * length_mask(lengths, longest)[..., None]
+
+
 MODEL_YAML = """name: {name}
 d_model: 16
 net:
@@ -95,7 +109,7 @@ net:
     d_model: ${{model.d_model}}
 """
 BROKEN = {"attends_to_padding": "AttendsToPadding", "mixes_batch_rows": "MixesBatchRows", "unused_parameter": "UnusedParameter",
-          "not_a_backbone": "NotABackbone"}
+          "not_a_backbone": "NotABackbone", "makes_cpu_tensor": "MakesCpuTensor"}
 
 
 class NotABackbone(nn.Module):
@@ -218,6 +232,16 @@ def test_a_model_with_an_unused_parameter_fails_the_gradient_check_naming_it(bro
     assert figure == "7/9 tensors" and detail == "no gradient (unused): backbone.unused.weight, backbone.unused.bias"
 
 
+def test_a_tensor_made_in_forward_without_a_device_fails_the_device_row_naming_its_line(broken_conf: str) -> None:
+    rows = check("makes_cpu_tensor", broken_conf, only=("device", "gradients"))
+    assert failed(rows) == {"device: every tensor made on the input's device"}
+    status, figure, detail = rows["device: every tensor made on the input's device"]
+    line = next(i for i, text in enumerate(open(__file__), 1) if "# the device finding" in text)
+    assert figure == "1 call(s) without device=" and detail == f"would land on the CPU: torch.ones at tests/test_check_model.py:{line}"
+    status, figure, detail = rows["device: host syncs (stall a GPU)"]
+    assert (status, figure) == (INFO, "1 sync(s)") and detail == f"item at tests/test_check_model.py:{line + 1}"
+
+
 def test_a_module_that_breaks_the_protocol_stops_at_the_protocol_row(broken_conf: str) -> None:
     rows = check("not_a_backbone", broken_conf)
     assert list(rows) == ["protocol: forward(x, lengths) and hooks"]
@@ -279,7 +303,7 @@ def test_every_builtin_model_passes_quick_mode(model: str) -> None:
     assert not failures, failures
     by_name = {r.name: r for r in results}
     assert {"protocol: forward(x, lengths) and hooks", "pads: token ids, pair (2B rows)", "rows: batch rows are independent (eval)",
-            "gradients: every parameter, finite and non-zero", "eval: deterministic", "bf16 autocast: finite",
+            "gradients: every parameter, finite and non-zero", "device: every tensor made on the input's device", "eval: deterministic", "bf16 autocast: finite",
             "cost: time of a training step", "budget: parameters vs Transformer / Mega",
             "trains: loss falls on a synthetic task"} <= set(by_name)
     if model in ("s4", "s4d", "s5", "lru"):  # BatchNorm: rows share batch statistics in train mode, as in S4's reference

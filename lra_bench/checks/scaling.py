@@ -7,7 +7,7 @@ memory is that step's own: on CPU the peak RSS minus the RSS before the first st
 Quick mode measures in this process (a rough figure: freed memory the allocator keeps is not counted again).
 
 - Operations: the step's FLOPs counted by ``FlopCounterMode`` (with the benchmark's formulas for FFTs and CPU SDPA,
-  ``lra_bench.benchmarks.bench.flop_formulas``). A count, not a timing: the same on a busy machine as on an idle one,
+  ``lra_bench.benchmarks.flops.flop_formulas``). A count, not a timing: the same on a busy machine as on an idle one,
   so its exponent is the figure to trust for "linear or quadratic" (ops it cannot see, an elementwise scan, are not
   in it).
 - Time: the median of ``repeats`` steps after ``warmup``, in process CPU time on CPU (time spent waiting for a core on
@@ -43,10 +43,8 @@ NOISY = 0.5   # repeats spreading by more than this fraction of their median: to
 
 def measure(target: Target, length: int, device: str = "cpu", warmup: int = 1, repeats: int = REPEATS) -> dict[str, Any]:
     """One length: {length, time_s, memory_mb} of a training step of ``target`` at ``length`` tokens."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from lra_bench.benchmarks.bench import flop_formulas
     from lra_bench.benchmarks.cells import time_step
+    from lra_bench.benchmarks.flops import count_step_flops
     from lra_bench.benchmarks.process_memory import current_rss_mb, peak_rss_mb, reset_peak_rss
     from lra_bench.training.optim import build_param_groups
 
@@ -75,10 +73,9 @@ def measure(target: Target, length: int, device: str = "cpu", warmup: int = 1, r
         before = current_rss_mb()
         timing = time_step(step, warmup, repeats, clock=time.process_time)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
-    with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
-        step()
+    flops = count_step_flops(step)
     return {"length": length, "time_s": timing["median_s"], "spread": (timing["max_s"] - timing["min_s"]) / max(timing["median_s"], 1e-9),
-            "memory_mb": max(peak - before, 0.0), "flops": float(counter.get_total_flops())}
+            "memory_mb": max(peak - before, 0.0), "flops": float(flops)}
 
 
 def exponent(points: Sequence[tuple[int, float]]) -> float | None:
