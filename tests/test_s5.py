@@ -276,3 +276,18 @@ def test_s5_presets_hold_the_lra_script_settings(task: str) -> None:
     if task == "image":
         assert (cfg.task.input, round(cfg.task.pixel_mean * 255, 1), round(cfg.task.pixel_std * 255, 1)) == ("real", 122.6, 61.0)
     assert script in open(f"conf/experiment/lra/s5-{task}.yaml").read().splitlines()[1]  # the header cites it
+
+
+@pytest.mark.parametrize("task, fan_in", [("listops", 20), ("text", None), ("retrieval", None)])
+def test_token_presets_embed_one_hot_tokens_with_a_flax_dense(task: str, fan_in: int | None) -> None:
+    """S5 (s5/train_helpers.py:311 one_hot, s5/seq_model.py:39 nn.Dense; in_dim: s5/dataloading.py:110, 81, 238): tokens enter as one_hot(tokens, in_dim) into a flax Dense, i.e. lecun-normal rows of sd in_dim^-1/2
+    and a zero bias. in_dim is the hard-coded 20 on ListOps (vocabulary 18), the vocabulary otherwise."""
+    import hydra
+
+    torch.manual_seed(0)
+    overrides = ["model.net.backbone.n_layers=1"]  # only the embedding counts here
+    overrides += [] if task == "listops" else ["task.vocab_size=135"]
+    cfg = compose_config([f"experiment=lra/s5-{task}", "paths.output_dir=/tmp/lra_bench_presets", *overrides])
+    assert (cfg.model.net.embed_init, cfg.model.net.embed_fan_in) == ("lecun_onehot", fan_in)
+    net = hydra.utils.instantiate(cfg.model.net)
+    assert_flax_dense_init(net.embedding, fan_in or cfg.task.vocab_size)
