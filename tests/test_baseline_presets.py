@@ -49,19 +49,19 @@ def compose(experiment: str):
 
 
 # S4D: the S4D paper's setting, state-spaces/s4 d589d98 configs/experiment/lra/s4-lra-*.yaml run with mode=diag.
-# task: d_model, layers, prenorm, norm, dropout, n_ssm, SSM lr {dt, A, B, C}, lr, weight decay, batch, epochs, dt_min,
+# task: d_model, layers, prenorm, norm, dropout, n_ssm (None: one per channel, upstream's ${..d_model} or 256 = H), SSM lr {dt, A, B, C}, lr, weight decay, batch, epochs, dt_min,
 #       seed, pooling, (num_training_steps, num_warmup_steps), pixel (mean, std)
 _DICT_LR = {"dt": None, "A": 1e-3, "B": 1e-3, "C": None}
 S4D = {
-    "listops": (128, 8, False, "batch", 0.0, 128, _DICT_LR, 0.01, 0.05, 50, 40, 1e-3, 2222, "mean", (80_000, 1000), None),
-    "text": (256, 6, True, "batch", 0.0, 256, _DICT_LR, 0.01, 0.05, 16, 32, 1e-3, 2222, "mean", (50_000, 1000), None),
-    "retrieval": (256, 6, True, "batch", 0.0, 256, _DICT_LR, 0.01, 0.05, 64, 20, 1e-3, 2222, "mean", (50_000, 2500), None),
+    "listops": (128, 8, False, "batch", 0.0, None, _DICT_LR, 0.01, 0.05, 50, 40, 1e-3, 2222, "mean", (80_000, 1000), None),
+    "text": (256, 6, True, "batch", 0.0, None, _DICT_LR, 0.01, 0.05, 16, 32, 1e-3, 2222, "mean", (50_000, 1000), None),
+    "retrieval": (256, 6, True, "batch", 0.0, None, _DICT_LR, 0.01, 0.05, 64, 20, 1e-3, 2222, "mean", (50_000, 2500), None),
     "image": (512, 6, False, "layer", 0.1, 2, _DICT_LR, 0.01, 0.05, 50, 200, 1e-3, 2222, "mean", (200_000, 1000),
               (122.6 / 255, 61 / 255)),
     # scalar SSM lr 1e-3 (Delta, A, B); C at the global lr; the decoder reads the last position
-    "pathfinder": (256, 6, True, "batch", 0.0, 256, {"dt": 1e-3, "A": 1e-3, "B": 1e-3, "C": None}, 0.004, 0.03, 64, 200,
+    "pathfinder": (256, 6, True, "batch", 0.0, None, {"dt": 1e-3, "A": 1e-3, "B": 1e-3, "C": None}, 0.004, 0.03, 64, 200,
                    1e-3, 2222, "last", (500_000, 2500), (0.5, 0.5)),
-    "pathx": (256, 6, True, "batch", 0.0, 256, {"dt": 5e-4, "A": 5e-4, "B": 5e-4, "C": None}, 5e-4, 0.05, 16, 50, 1e-4,
+    "pathx": (256, 6, True, "batch", 0.0, None, {"dt": 5e-4, "A": 5e-4, "B": 5e-4, "C": None}, 5e-4, 0.05, 16, 50, 1e-4,
               1112, "mean", (500_000, 10_000), (0.5, 0.5)),
 }
 
