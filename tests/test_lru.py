@@ -13,6 +13,7 @@ from lra_bench.models.ssm.lru import LRU, LRUEncoder, LRULayer
 from lra_bench.training.optim import build_param_groups
 from tests.conftest import compose_config
 from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_flax_dense_init,
+                              assert_token_preset_embeds_one_hot_tokens_with_a_flax_dense,
                               assert_real_positions_ignore_padding, assert_sees_the_past_only_unless_bidirectional,
                               flax_gelu, with_nontrivial_norm_stats)
 
@@ -215,16 +216,9 @@ def test_lru_presets_hold_the_papers_lra_settings(task: str) -> None:
     assert "Appendix D" in header.splitlines()[1] and "UNVERIFIED" in header  # cites the table, says it is unchecked
 
 
+
 @pytest.mark.parametrize("task, fan_in", [("listops", 20), ("text", None), ("retrieval", None)])
 def test_token_presets_embed_one_hot_tokens_with_a_flax_dense(task: str, fan_in: int | None) -> None:
-    """minimal-LRU (lru/train_helpers.py:196 one_hot, lru/model.py:147 nn.Dense; in_dim: lru/dataloading.py:140, 89, 356): tokens enter as one_hot(tokens, in_dim) into a flax Dense, i.e. lecun-normal rows of sd in_dim^-1/2
-    and a zero bias. in_dim is the hard-coded 20 on ListOps (vocabulary 18), the vocabulary otherwise."""
-    import hydra
-
-    torch.manual_seed(0)
-    overrides = ["model.net.backbone.n_layers=1"]  # only the embedding counts here
-    overrides += [] if task == "listops" else ["task.vocab_size=135"]
-    cfg = compose_config([f"experiment=lra/lru-{task}", "paths.output_dir=/tmp/lra_bench_presets", *overrides])
-    assert (cfg.model.net.embed_init, cfg.model.net.embed_fan_in) == ("lecun_onehot", fan_in)
-    net = hydra.utils.instantiate(cfg.model.net)
-    assert_flax_dense_init(net.embedding, fan_in or cfg.task.vocab_size)
+    """minimal-LRU: one_hot (lru/train_helpers.py:196) into nn.Dense (lru/model.py:147); in_dim 20 on ListOps
+    (lru/dataloading.py:140), len(vocab) on Retrieval (356), a hard-coded 135 on Text (89: ours the vocabulary)."""
+    assert_token_preset_embeds_one_hot_tokens_with_a_flax_dense("lru", task, fan_in)

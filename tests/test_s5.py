@@ -15,6 +15,7 @@ from lra_bench.models.ssm.s5 import S5Encoder, S5Layer, S5SSM, block_diag_init, 
 from lra_bench.training.optim import build_param_groups
 from tests.conftest import compose_config
 from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_flax_dense_init,
+                              assert_token_preset_embeds_one_hot_tokens_with_a_flax_dense,
                               assert_real_positions_ignore_padding, assert_sees_the_past_only_unless_bidirectional,
                               flax_dense_apply, flax_gelu, with_nontrivial_norm_stats)
 
@@ -278,16 +279,9 @@ def test_s5_presets_hold_the_lra_script_settings(task: str) -> None:
     assert script in open(f"conf/experiment/lra/s5-{task}.yaml").read().splitlines()[1]  # the header cites it
 
 
+
 @pytest.mark.parametrize("task, fan_in", [("listops", 20), ("text", None), ("retrieval", None)])
 def test_token_presets_embed_one_hot_tokens_with_a_flax_dense(task: str, fan_in: int | None) -> None:
-    """S5 (s5/train_helpers.py:311 one_hot, s5/seq_model.py:39 nn.Dense; in_dim: s5/dataloading.py:110, 81, 238): tokens enter as one_hot(tokens, in_dim) into a flax Dense, i.e. lecun-normal rows of sd in_dim^-1/2
-    and a zero bias. in_dim is the hard-coded 20 on ListOps (vocabulary 18), the vocabulary otherwise."""
-    import hydra
-
-    torch.manual_seed(0)
-    overrides = ["model.net.backbone.n_layers=1"]  # only the embedding counts here
-    overrides += [] if task == "listops" else ["task.vocab_size=135"]
-    cfg = compose_config([f"experiment=lra/s5-{task}", "paths.output_dir=/tmp/lra_bench_presets", *overrides])
-    assert (cfg.model.net.embed_init, cfg.model.net.embed_fan_in) == ("lecun_onehot", fan_in)
-    net = hydra.utils.instantiate(cfg.model.net)
-    assert_flax_dense_init(net.embedding, fan_in or cfg.task.vocab_size)
+    """S5: one_hot (s5/train_helpers.py:311) into nn.Dense (s5/seq_model.py:39); in_dim 20 on ListOps
+    (s5/dataloading.py:110), len(vocab) on Retrieval (238), a hard-coded 135 on Text (81: ours the vocabulary)."""
+    assert_token_preset_embeds_one_hot_tokens_with_a_flax_dense("s5", task, fan_in)
