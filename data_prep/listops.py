@@ -31,9 +31,27 @@ import os
 import random
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from lra_bench.errors import RunFolderBusy
+from lra_bench.training.run_lock import RunLock
+
+GENERATOR_ADVICE = "Wait for that generator to finish or stop it, or write to another --out-dir"
+
+
+@contextmanager
+def generator_lock(folder: Path) -> Iterator[None]:
+    """One generator per output folder (``RunFolderBusy`` names the other); the lock file is removed when done,
+    before the lock is released, so the folder ends holding only the data."""
+    lock = RunLock(folder, advice=GENERATOR_ADVICE).acquire()
+    try:
+        yield
+    finally:
+        lock.path.unlink(missing_ok=True)
+        lock.release()
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -194,14 +212,19 @@ def generate(
     """Write ``{out_dir}/{task}_{split}.tsv`` for the splits in ``counts``; return their paths.
 
     Files are written under a temporary name and renamed at the end, so an interrupted run never
-    leaves a complete-looking but truncated split behind.
+    leaves a complete-looking but truncated split behind. The folder is locked while it is written: a second
+    generator on the same folder stops with ``RunFolderBusy`` naming the first, never blending its rows in.
     """
     spec.validate()
     for split, n in counts.items():
         if n < 0:
             raise ValueError(f"--{split} must be >= 0 (got {n})")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with generator_lock(Path(out_dir)):
+        return _generate(Path(out_dir), counts, seed, spec, workers, progress, task)
+
+
+def _generate(out: Path, counts: dict[str, int], seed: int, spec: ListOpsSpec, workers: int, progress: bool,
+              task: str) -> dict[str, Path]:
     order = [s for s in SPLITS if counts.get(s, 0) > 0]
     total = sum(counts[s] for s in order)
     paths = {s: out / f"{task}_{s}.tsv" for s in counts}
@@ -314,7 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     counts = {"train": args.train, "val": args.val, "test": args.test}
     start = time.perf_counter()
-    paths = generate(args.out_dir, counts, args.seed, spec, args.workers, progress=not args.quiet, task=args.task)
+    try:
+        paths = generate(args.out_dir, counts, args.seed, spec, args.workers, progress=not args.quiet, task=args.task)
+    except RunFolderBusy as e:
+        print(f"data_prep.listops: {e}", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - start
     print(
         f"wrote {', '.join(f'{counts[s]} {s}' for s in counts)} rows to {Path(args.out_dir)} "

@@ -38,6 +38,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from data_prep.listops import generator_lock
+from lra_bench.errors import RunFolderBusy
+
 DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
 
 
@@ -501,11 +504,20 @@ def generate_batch(args: tuple[Path, PathfinderParams, str, int, int, int]) -> d
 
 def generate(out_dir: str | os.PathLike, resolution: int, difficulty: str, num_images: int, seed: int = 0,
              workers: int = 1, images_per_batch: int = 1000, progress: bool = True) -> dict[str, int]:
-    """Write ``num_images`` images under ``out_dir/pathfinder<R>/<difficulty>``; batches already written are kept."""
+    """Write ``num_images`` images under ``out_dir/pathfinder<R>/<difficulty>``; batches already written are kept.
+
+    The folder is locked while it is written: a second generator on it (images written in place, so another seed
+    would mix its PNGs with this one's metadata) stops with ``RunFolderBusy`` naming the first."""
     params = params_for(resolution, difficulty)
     if num_images < 1 or images_per_batch < 1:
         raise ValueError("--num-images and --images-per-batch must be >= 1")
     root = Path(out_dir) / f"pathfinder{resolution}" / difficulty
+    with generator_lock(root):
+        return _generate(root, params, difficulty, num_images, seed, workers, images_per_batch, progress)
+
+
+def _generate(root: Path, params: PathfinderParams, difficulty: str, num_images: int, seed: int, workers: int,
+              images_per_batch: int, progress: bool) -> dict[str, int]:
     (root / "metadata").mkdir(parents=True, exist_ok=True)
     jobs = []
     for k, start in enumerate(range(0, num_images, images_per_batch)):
@@ -569,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stats = generate(args.out_dir, args.resolution, args.difficulty, args.num_images, args.seed, args.workers,
                          args.images_per_batch, progress=not args.quiet)
-    except ValueError as e:
+    except (ValueError, RunFolderBusy) as e:
         print(f"data_prep.pathfinder: {e}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start

@@ -31,10 +31,12 @@ from lra_bench.training.loggers import finish_wandb
 from lra_bench.training.module import LRAModule
 from lra_bench.training.options import check_options
 from lra_bench.errors import ConfigError, RunStorageError
+from lra_bench.training import data_identity, stopping
+from lra_bench.target_errors import target_error
 from lra_bench.training.checkpoint_io import atomic_write
 from lra_bench.training.run_lock import RunLock
 from lra_bench.training.run_state import (checkpoint_step, clear_error, finished_result, record_error, remove_stale_temp_files,
-                                          resume_checkpoint, set_aside, truncate_metrics, wandb_id)
+                                          resume_checkpoint, set_aside, set_aside_once_per_job, truncate_metrics, wandb_id)
 from lra_bench.training.summary import print_summary
 
 log = logging.getLogger("lra_bench.train")
@@ -51,13 +53,33 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 
+def pin_threads(cfg: DictConfig) -> None:
+    """``torch_threads``: a fixed intra-op thread count, so a run's float reductions do not depend on how many cores
+    the machine has (the quick default pins 2: its README figures hold on any machine with the same torch build)."""
+    threads = cfg.get("torch_threads")
+    if threads is None:
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ConfigError(f"torch_threads={threads!r}: must be null (torch's default) or an integer >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+    log.info("torch intra-op threads: %d (torch_threads)", threads)
+
+
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Trainer]:
     """Instantiate the datamodule, the LightningModule and the trainer (with callbacks and loggers)."""
     check_names(cfg)
     check_options(cfg)
     datamodule = instantiate(cfg.task.datamodule)
     resolve_vocab_size(cfg, datamodule)
-    net = instantiate(cfg.model.net)
+    try:
+        net = instantiate(cfg.model.net)
+    except Exception as e:
+        unloadable = target_error(e)
+        if unloadable is None:
+            raise
+        raise ConfigError(f"model {cfg.model.name}: {unloadable}") from e
     module = LRAModule(
         net,
         num_classes=cfg.task.num_classes,
@@ -66,6 +88,8 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Traine
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    if not loggers:  # logger=none: Lightning's LearningRateMonitor refuses a trainer without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
 
@@ -108,8 +132,10 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
     quiet_library_noise()
     if cfg.get("note"):
         log.info("%s", cfg.note)
+    pin_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
+    data_identity.check(Path(cfg.paths.output_dir), datamodule, continuing=ckpt_path is not None)
     logged = OmegaConf.to_container(cfg, resolve=True)
     logged.pop("hydra", None)
     for logger in trainer.loggers:
@@ -147,6 +173,7 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
         "test/loss": _metric(test_metrics, "test/loss"),
         "best_checkpoint": ckpt.best_model_path if ckpt is not None else "",
         "global_step": trainer.global_step,
+        **stopping.stop_reason(trainer, fitted=bool(cfg.train)),
         "wall_time_s": time.time() - started,
         **{f"perf/{k}": v for k, v in perf.items()},
         **{f"model/{k}": v for k, v in count_parameters(module.net).items()},
@@ -201,11 +228,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train_in(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.get("rerun"):
-        moved = set_aside(out_dir)
+        moved, requeued = set_aside_once_per_job(out_dir)
         if moved:
             log.info("rerun=true: the previous attempt is in %s", moved)
+        if requeued:
+            log.info("rerun=true: job %s already started this run over; this requeued attempt resumes it", requeued)
     done = finished_result(out_dir)
     if done is not None and cfg.train:
+        data_identity.check_finished(out_dir, cfg.task.datamodule)
+    if done is not None and cfg.train and stopping.continues_after_time_limit(done, cfg.trainer.get("max_time")):
+        log.info("%s was cut by its time limit (trainer.max_time, %.0f s) at step %s: it goes on with trainer.max_time=%s",
+                 out_dir, done.get("max_time_s", 0), done.get("global_step"), cfg.trainer.get("max_time"))
+        periodic = stopping.time_cut_resume_point(out_dir)
+        if periodic is None:
+            log.info("no periodic checkpoint to go on from exactly: starting over (the cut run is in %s)", set_aside(out_dir))
+        else:
+            # from here it is an interrupted run like any other (a kill resumes it); the cut result is kept beside
+            os.replace(out_dir / "result.json", out_dir / "result-cut-by-max_time.json")
+            if not cfg.get("ckpt_path"):
+                with open_dict(cfg):
+                    cfg.ckpt_path = str(periodic)
+    elif done is not None and cfg.train:
         log.info("%s already finished (result.json); rerun=true starts it over", out_dir)
         (out_dir / "skipped.txt").write_text(f"skipped at {time.strftime('%Y-%m-%d %H:%M:%S')}: already finished\n")
         print_summary(done, out_dir)
@@ -264,6 +307,9 @@ def resume_point(cfg: DictConfig, out_dir: Path) -> str | None:
 def main(cfg: DictConfig) -> float:
     multirun = is_multirun()
     check_multirun_ddp(cfg)
+    if not multirun:  # before the run folder is touched; a sweep's bad cell fails in it (error.json) like any other
+        check_names(cfg)
+        check_options(cfg)
     try:
         result = train(cfg)
     except Exception as e:
@@ -309,5 +355,8 @@ def check_experiment_names(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from lra_bench.config import check_override_keys
+
     check_experiment_names(sys.argv[1:])
+    check_override_keys(sys.argv[1:])
     main()

@@ -226,7 +226,14 @@ CASES += [
     Case("opt-max-steps-0", lambda r: None, options("trainer.max_steps=0"), ConfigError,
          r"trainer.max_steps=0: trains nothing \(and would record a finished run\)"),
     Case("opt-mega-chunk-full", lambda r: None, options("model=mega_chunk", "model.net.backbone.chunk_size=-1"), ConfigError,
-         r"model.net.backbone.chunk_size=-1: must be > 0 for mega_chunk \(<= 0 is full attention: use model=mega"),
+         r"model.net.backbone.chunk_size=-1: must be an integer >= 1"),
+    # model options (the whole corpus, every option of every model: tests/test_model_options.py)
+    Case("opt-s5-dropout-1.5", lambda r: None, options("model=s5", "model.net.backbone.dropout=1.5"), ConfigError,
+         r"model.net.backbone.dropout=1.5: must be a number in \[0, 1\)"),
+    Case("opt-linformer-k-0", lambda r: None, options("model=linformer", "model.net.backbone.attention.k=0"), ConfigError,
+         r"model.net.backbone.attention.k=0: must be an integer >= 1"),
+    Case("opt-task-max-length-0", lambda r: None, options("task.max_length=0"), ConfigError,
+         r"task.max_length=0: must be an integer >= 1"),
     Case("opt-missing-ckpt-path", lambda r: None,
          lambda r: __import__("lra_bench.train", fromlist=["resume_point"]).resume_point(
              compose_config([f"ckpt_path={r / 'nope.ckpt'}", f"paths.output_dir={r}"]), r),

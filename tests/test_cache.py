@@ -6,6 +6,7 @@ harness now rebuilds and says why.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -121,3 +122,103 @@ def test_changes_are_described_by_source_and_option() -> None:
     old = {"max_length": 2000, "sources": {"train": {"path": "/d/basic_train.tsv", "size": 5, "sha256": "a"}}}
     new = {"max_length": 2048, "sources": {"train": {"path": "/d/basic_train.tsv", "size": 6, "sha256": "b"}}}
     assert describe_changes(old, new) == ["max_length: 2000 -> 2048", "/d/basic_train.tsv: content, size changed"]
+
+
+def test_a_renamed_data_root_keeps_its_cache(tmp_path: Path, caplog) -> None:
+    """The key is the sources' content and the options, not their location: renaming the root (its cache moves with
+    it) builds nothing and logs nothing about a change."""
+    listops(tmp_path / "before")
+    first = ListOpsDataModule(**kw(tmp_path / "before"))
+    first.setup()
+    built = first.cache.meta_path.stat().st_mtime_ns
+    (tmp_path / "before").rename(tmp_path / "after")
+    with caplog.at_level(logging.INFO, logger="lra_bench.data.cache"):
+        again = ListOpsDataModule(**kw(tmp_path / "after"))
+        again.setup()
+    assert again.cache.dir.name == first.cache.dir.name and again.cache.meta_path.stat().st_mtime_ns == built
+    assert "building" not in caplog.text and "differs" not in caplog.text
+
+
+def test_a_first_cache_of_other_sources_says_building_not_changed(tmp_path: Path, caplog) -> None:
+    """Two ListOps folders under one root (the quick and the full data, say): the second's first cache is built
+    from files no cache came from, so nothing 'changed'; an option changed on the same files is named."""
+    listops(tmp_path)
+    ListOpsDataModule(**kw(tmp_path)).setup()
+    generate(tmp_path / "listops-small", {"train": 20, "val": 10, "test": 10}, seed=3,
+             spec=ListOpsSpec(max_depth=3, max_args=3, min_length=5, max_length=40), progress=False)
+    with caplog.at_level(logging.INFO, logger="lra_bench.data.cache"):
+        ListOpsDataModule(**kw(tmp_path), dirname="listops-small").setup()
+    assert "building the listops cache" in caplog.text and "no earlier cache of these sources" in caplog.text
+    assert "changed" not in caplog.text and "differs" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lra_bench.data.cache"):
+        ListOpsDataModule(**kw(tmp_path), dirname="listops-small", max_length=30).setup()
+    assert "building a new listops cache" in caplog.text and "max_length: 2000 -> 30" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_read_only_data_root_reads_its_complete_cache_and_a_missing_one_names_the_cache_folder(tmp_path: Path) -> None:
+    """The data root, cache built, is bind-mounted read-only (its own mount namespace): the complete cache is read
+    (no lock file created), and a run that needs a new cache stops with one line naming the cache folder (not the
+    run folder) and paths.cache_dir."""
+    from tests.conftest import TINY_RUN
+
+    root, logs, out = tmp_path / "data", tmp_path / "logs", tmp_path / "out"
+    listops(root)
+    ListOpsDataModule(**kw(root)).setup()
+    out.mkdir()
+    read = (f"{sys.executable} -c 'from lra_bench.data.listops import ListOpsDataModule as M; "
+            f"m = M(data_dir=\"{root}\", cache_dir=\"{root / 'cache'}\"); m.setup(); print(len(m.datasets[\"train\"]))'")
+    train = " ".join([sys.executable, "-m", "lra_bench.train", *TINY_RUN, f"paths.data_dir={root}", f"paths.log_dir={logs}"])
+    script = (f"mount --bind {root} {root} && mount -o remount,bind,ro {root} || exit 90\n"
+              f"{read} > {out}/read.out 2> {out}/read.err; echo $? > {out}/read.rc\n"
+              f"{train} > {out}/train.out 2> {out}/train.err; echo $? > {out}/train.rc\n")
+    proc = subprocess.run(["unshare", "--mount", "sh", "-c", script], cwd=Path(__file__).parents[1],
+                          env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "read.rc").read_text().strip() == "0", (out / "read.err").read_text()[-3000:]
+    assert (out / "read.out").read_text().strip() == "30"
+    err = (out / "train.err").read_text()
+    assert (out / "train.rc").read_text().strip() == "2", err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"error: cannot write the listops preprocessing cache in {root / 'cache'}: "
+                                            "Read-only file system. Set paths.cache_dir=<a writable folder with free "
+                                            "space> (the data root itself may stay read-only)")
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_run_folder_refuses_other_data_on_resume_and_on_a_finished_rerun(tmp_path: Path) -> None:
+    """Killed, then the data regenerated with another seed (another root here): the resume refuses with one line
+    naming both identities instead of training on the new rows; rerun=true starts over on them; the finished run,
+    rerun on the first data, refuses instead of printing a result of other data."""
+    from lra_bench.config import PROJECT_ROOT
+    from tests.conftest import TINY_RUN
+
+    roots = {}
+    for seed in (0, 1):
+        roots[seed] = tmp_path / f"data{seed}"
+        generate(roots[seed] / "listops-1000", {"train": 64, "val": 16, "test": 16}, seed=seed,
+                 spec=ListOpsSpec(max_depth=3, max_args=3, min_length=5, max_length=40), progress=False)
+    logs = tmp_path / "logs"
+
+    def train(root: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "lra_bench.train", *TINY_RUN, "trainer.max_epochs=2", "checkpoint_every_n_steps=2",
+               f"paths.data_dir={root}", f"paths.log_dir={logs}", "+callbacks.kill._target_=tests.helpers.KillAtStep",
+               "+callbacks.kill.step=3", f"+callbacks.kill.marker={logs}/killed", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
+
+    killed = train(roots[0])
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    refused = train(roots[1])
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "was trained on data listops-" in line and f"(from {roots[0]})" in line
+    assert f"(from {roots[1]})" in line and "rerun=true" in line and "Traceback" not in refused.stderr
+    over = train(roots[1], "rerun=true")
+    assert over.returncode == 0, over.stderr[-2000:]
+    (folder,) = (logs / "runs").glob("*/*")
+    assert json.loads((folder / "result.json").read_text())["global_step"] == 8  # 64 rows / 16, two epochs, from 0
+    again = train(roots[0])
+    assert again.returncode == 2 and "already finished" not in again.stdout + again.stderr, again.stderr[-2000:]
+    assert f"(from {roots[1]})" in again.stderr.strip().splitlines()[-1]

@@ -175,3 +175,16 @@ def test_no_wandb_alert_is_recorded_for_an_offline_run(offline_wandb: Path) -> N
             break
         time.sleep(0.2)
     assert "exit" in kinds and "alert" not in kinds
+
+
+def test_the_noise_band_counts_only_the_rows_validated(run_config, shuffled_root: Path, tmp_path: Path) -> None:
+    """``trainer.limit_val_batches=1`` validates the first batch (16 of the 40 rows): chance and its band are those
+    16 rows' majority-class rate and binomial error, not the whole split's."""
+    diagnosis, result, _ = fit(run_config, shuffled_root, tmp_path / "run", "trainer.limit_val_batches=1",
+                               "trainer.max_epochs=2")
+    first = [t for _, t in read_split(shuffled_root / "listops-1000" / "basic_val.tsv")][:16]
+    counts = np.bincount(first)
+    assert result["diagnosis/val_samples"] == 16 and diagnosis.n == 16
+    assert result["diagnosis/chance_rate"] == pytest.approx(counts.max() / 16)
+    assert result["diagnosis/threshold"] == pytest.approx(noise_threshold(counts.max() / 16, 16, 3.0))
+    assert "16 validated rows of 40" in diagnosis.source

@@ -147,3 +147,50 @@ def test_cli_writes_counts_and_reports(capsys: pytest.CaptureFixture[str], tmp_p
     assert "wrote 8 train, 2 val, 2 test rows" in capsys.readouterr().out
     rows = read_rows(tmp_path / "basic_train.tsv")
     assert len(rows) == 8 and all(evaluate(s)[3] <= 3 for s, _ in rows)
+
+
+GENERATORS = {  # (long first run, quick second run with another seed, the folder locked)
+    "listops": (["data_prep.listops", "--train", "2000000", "--val", "0", "--test", "0", "--seed", "1", "--workers", "1"],
+                ["data_prep.listops", "--train", "40", "--val", "10", "--test", "10", "--seed", "2", "--max-length", "100",
+                 "--min-length", "10", "--max-depth", "3"], ""),
+    "pathfinder": (["data_prep.pathfinder", "--num-images", "200000", "--seed", "1", "--workers", "1"],
+                   ["data_prep.pathfinder", "--num-images", "4", "--seed", "2", "--workers", "1"],
+                   "pathfinder32/curv_contour_length_14"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_a_second_generator_on_the_same_folder_is_refused_naming_the_first(name: str, tmp_path: Path) -> None:
+    """Two generators writing one --out-dir would blend their rows (ListOps' shared .partial files) or mix one
+    seed's PNGs with the other's metadata (Pathfinder): the second stops with one line naming the first, and
+    runs once the first is gone."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    first_args, second_args, sub = GENERATORS[name]
+    out = tmp_path / "out"
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
+    first = subprocess.Popen([sys.executable, "-m", *first_args, "--out-dir", str(out), "--quiet"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = out / sub / ".lock"
+        for _ in range(600):  # the first holds the folder's lock (its record names it)
+            if lock.is_file() and lock.read_text() and json.loads(lock.read_text()).get("pid") == first.pid:
+                break
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, "-m", *second_args, "--out-dir", str(out), "--quiet"], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr[-2000:]
+        (line,) = second.stderr.strip().splitlines()
+        assert line.startswith(f"data_prep.{name}: {out / sub if sub else out} is being written by pid {first.pid}")
+        assert "another --out-dir" in line
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    again = subprocess.run([sys.executable, "-m", *second_args, "--out-dir", str(out), "--quiet"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]

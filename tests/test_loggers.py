@@ -34,3 +34,18 @@ def test_explicit_modes_win(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_wandb_mode("offline") == ("offline", None)
     with pytest.raises(ValueError, match="logger.wandb.mode"):
         resolve_wandb_mode("sometimes")
+
+
+def test_a_run_with_logger_none_trains_tests_and_writes_its_result(run_config) -> None:
+    """``logger=none`` (README section 5): no logger at all, the run still ends with its result.json."""
+    import json
+    from pathlib import Path
+
+    from lra_bench.train import train
+
+    cfg = run_config("logger=none", "trainer.max_epochs=1")
+    assert not cfg.logger
+    result = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert json.loads((out / "result.json").read_text())["global_step"] == result["global_step"] == 6
+    assert 0.0 <= result["test/acc"] <= 1.0 and not (out / "csv").exists() and not (out / "wandb").exists()

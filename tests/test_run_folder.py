@@ -92,6 +92,16 @@ def test_a_stale_lock_file_of_a_dead_process_is_taken_over(tmp_path: Path, caplo
     assert f"taking over {tmp_path / '.lock'} from pid {int(dead.stdout)}" in caplog.text
 
 
+def test_a_clean_exit_releases_the_lock_so_a_rerun_takes_nothing_over(tmp_path: Path, caplog) -> None:
+    with RunLock(tmp_path):
+        assert RunLock(tmp_path).holder()["pid"] == os.getpid()
+    assert (tmp_path / ".lock").read_text() == "" and RunLock(tmp_path).holder() == {}
+    with caplog.at_level("INFO"):
+        with RunLock(tmp_path):
+            pass
+    assert "taking over" not in caplog.text
+
+
 @pytest.mark.slow
 def test_a_full_disk_stops_with_one_line_leaves_nothing_broken_and_a_rerun_resumes(listops_root: Path, tmp_path: Path) -> None:
     """A real ENOSPC: the log folder is a small tmpfs (its own mount namespace) filled up at step 4; the next

@@ -3,6 +3,7 @@ the report built from a real small sweep, and the SLURM launcher preset."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,32 +21,45 @@ TINY = ["trainer=cpu", "model.d_model=16", "model.net.backbone.n_layers=1", "tas
         "task.datamodule.num_workers=0", "trainer.max_epochs=1", "~callbacks.progress_bar"]
 
 
-def multirun(args: list[str], data: Path, logs: Path, wandb_dir: Path, sweep: str) -> subprocess.CompletedProcess:
+def multirun(args: list[str], data: Path, logs: Path, wandb_dir: Path, sweep: str | None) -> subprocess.CompletedProcess:
+    """``sweep=None`` leaves the sweep name to its default (built from the command)."""
     env = os.environ | {"WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true"}
     env.pop("WANDB_API_KEY", None)
     cmd = [sys.executable, "-m", "lra_bench.train", "-m", *args, f"paths.data_dir={data}", f"paths.log_dir={logs}",
-           f"sweep_name={sweep}", *TINY]
+           *([f"sweep_name={sweep}"] if sweep else []), *TINY]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def sweep_2x2(listops_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     logs = tmp_path_factory.mktemp("logs")
-    proc = multirun(["model=mega,transformer", "seed=1,2", "logger=wandb"], listops_root, logs, logs / "wandb_home", "t2x2")
-    return {"proc": proc, "dir": logs / "multiruns" / "t2x2", "logs": logs}
+    proc = multirun(["model=mega,transformer", "seed=1,2", "logger=wandb"], listops_root, logs, logs / "wandb_home", None)
+    sweeps = sorted((logs / "multiruns").iterdir()) if (logs / "multiruns").is_dir() else []
+    return {"proc": proc, "sweeps": sweeps, "dir": sweeps[0] if sweeps else None, "logs": logs}
 
 
 def test_a_2x2_multirun_makes_four_wandb_runs_in_one_group(sweep_2x2: dict) -> None:
+    """With the default sweep name (the README's ``-m ... seed=1,2``): the command's overrides, one folder, one
+    group and one summary for all four jobs."""
     assert sweep_2x2["proc"].returncode == 0, sweep_2x2["proc"].stderr[-2000:]
+    assert len(sweep_2x2["sweeps"]) == 1, sweep_2x2["sweeps"]
+    assert "model=mega,transformer" in sweep_2x2["dir"].name and "paths.data_dir" not in sweep_2x2["dir"].name
     jobs = collect(sweep_2x2["dir"])
     assert len(jobs) == 4 and all(j["status"] == "finished" for j in jobs)
     assert sorted(j["job"] for j in jobs) == ["model=mega,seed=1", "model=mega,seed=2", "model=transformer,seed=1",
                                               "model=transformer,seed=2"]
     runs = [read_run(d)["run"] for d in sweep_2x2["dir"].glob("*/wandb/offline-run-*")]
-    assert len(runs) == 4 and {r["group"] for r in runs} == {"t2x2"} and {r["job_type"] for r in runs} == {"listops"}
+    assert len(runs) == 4 and {r["group"] for r in runs} == {sweep_2x2["dir"].name} and {r["job_type"] for r in runs} == {"listops"}
     assert sorted(tuple(sorted(r["tags"])) for r in runs) == [("listops", "mega")] * 2 + [("listops", "transformer")] * 2
     assert len({r["id"] for r in runs}) == 4 and all(r["name"].startswith(("mega-listops:", "transformer-listops:")) for r in runs)
-    assert "sweep t2x2: 4 cells" in sweep_2x2["proc"].stdout
+    assert flat(f"sweep {sweep_2x2['dir'].name}: 4 cells") in flat(sweep_2x2["proc"].stdout)
+    summary = json.loads((sweep_2x2["dir"] / "sweep_summary.json").read_text())
+    assert (summary["cells"], summary["finished"], summary["failed"]) == (4, 4, [])
+
+
+def flat(text: str) -> str:
+    """Rich wraps and centres a long table title: compare without whitespace."""
+    return "".join(text.split())
 
 
 def test_the_report_of_the_sweep_has_the_right_cells(sweep_2x2: dict, tmp_path: Path) -> None:
@@ -68,17 +82,32 @@ def test_the_report_of_the_sweep_has_the_right_cells(sweep_2x2: dict, tmp_path: 
 
 
 def test_a_failing_cell_is_isolated_and_a_rerun_skips_finished_cells(listops_root: Path, tmp_path: Path) -> None:
-    args = ["scheduler.decay=linear,bogus"]
-    first = multirun(args, listops_root, tmp_path, tmp_path / "wb", "faulty")
+    """The other cells run, the sweep exits 1 naming the failed one (also in sweep_summary.json); the same command
+    rerun finds the same (default-named) sweep and trains only what did not finish."""
+    args = ["optimizer.lr=1e-3,-1"]
+    first = multirun(args, listops_root, tmp_path, tmp_path / "wb", None)
     assert first.returncode == 1
-    jobs = {j["job"]: j for j in collect(tmp_path / "multiruns" / "faulty")}
-    assert jobs["scheduler.decay=linear"]["status"] == "finished"
-    assert jobs["scheduler.decay=bogus"]["status"] == "failed" and "scheduler.decay='bogus': must be one of" in jobs["scheduler.decay=bogus"]["error"]
-    assert "1 of 2 cells did not finish" in first.stdout + first.stderr
-    second = multirun(args, listops_root, tmp_path, tmp_path / "wb", "faulty")
+    (sweep,) = (tmp_path / "multiruns").iterdir()
+    assert "optimizer.lr=1e-3,-1" in sweep.name
+    jobs = {j["job"]: j for j in collect(sweep)}
+    assert jobs["optimizer.lr=0.001"]["status"] == "finished"
+    assert jobs["optimizer.lr=-1"]["status"] == "failed" and "optimizer.lr=-1: must be a number > 0" in jobs["optimizer.lr=-1"]["error"]
+    assert "1 of 2 cells did not finish: optimizer.lr=-1 (failed: ConfigError: optimizer.lr=-1" in first.stdout + first.stderr
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (summary["sweep"], summary["cells"], summary["finished"], summary["failed"]) == (sweep.name, 2, 1, ["optimizer.lr=-1"])
+    second = multirun(args, listops_root, tmp_path, tmp_path / "wb", None)
     assert second.returncode == 1
     assert "already finished" in second.stdout + second.stderr  # the good cell is not trained again
     assert "finished (earlier)" in second.stdout
+
+
+def test_the_default_sweep_name_is_the_commands_overrides_without_the_excluded_keys() -> None:
+    from lra_bench.training.sweep import default_sweep_name
+
+    exclude = ["paths.data_dir", "sweep_name"]
+    assert default_sweep_name(["seed=1,2,3", "paths.data_dir=/d", "model=mega"], exclude) == "model=mega,seed=1,2,3"
+    assert default_sweep_name(["model=mega", "seed=1,2,3"], exclude) == default_sweep_name(["seed=1,2,3", "model=mega"], exclude)
+    assert default_sweep_name([], exclude) == "default"
 
 
 def test_the_slurm_launcher_preset_composes_with_ddp() -> None:
@@ -128,3 +157,61 @@ def test_the_same_sweep_started_twice_runs_each_job_once(listops_root: Path, tmp
     if "is being written by pid" in refused:  # they met on a job: one line, naming the other process
         assert f"pid {first.pid}" in refused or f"pid {second.pid}" in refused
     assert "Traceback" not in refused
+
+
+@pytest.mark.slow
+def test_a_run_cut_by_its_time_limit_says_so_and_a_requeued_rerun_true_job_resumes_it(listops_root: Path,
+                                                                                       tmp_path: Path) -> None:
+    """``rerun=true`` under SLURM job 7 and a 2 s ``trainer.max_time`` (12 steps of at least 0.3 s): cut by time,
+    result.json says ``stop_reason: max_time`` and the summary says it plainly. The job requeued (same command and job id; here with
+    no time limit) resumes instead of setting the progress aside again, and ends at max_epochs. Another job with
+    rerun=true starts over."""
+    from tests.conftest import TINY_RUN
+
+    def train(job: str, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "lra_bench.train", *TINY_RUN, "trainer.max_epochs=2", "checkpoint_every_n_steps=1",
+               f"paths.data_dir={listops_root}", f"paths.log_dir={tmp_path}", "rerun=true",
+               "+callbacks.slow._target_=tests.helpers.SlowDown", "+callbacks.slow.seconds=0.3", *extra]
+        env = os.environ | {"SLURM_JOB_ID": job}
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=600)
+
+    cut = train("7", "trainer.max_time=00:00:00:02")
+    assert cut.returncode == 0, cut.stderr[-2000:]
+    (folder,) = (tmp_path / "runs").glob("*/*")
+    first = json.loads((folder / "result.json").read_text())
+    assert first["stop_reason"] == "max_time" and first["max_time_s"] == 2 and first["global_step"] < 12
+    assert flat("the time limit fired") in flat(cut.stdout) and "planned_steps" not in first
+    requeued = train("7", "trainer.max_time=null")
+    assert requeued.returncode == 0, requeued.stderr[-2000:]
+    log = requeued.stdout + requeued.stderr
+    assert "job 7 already started this run over" in log and "cut by its time limit" in log and "resuming from" in log
+    assert not list(folder.glob("previous-*"))  # the requeue set nothing aside
+    done = json.loads((folder / "result.json").read_text())
+    assert (done["stop_reason"], done["global_step"]) == ("max_epochs", 12) and flat("time limit fired") not in flat(requeued.stdout)
+    again = train("8", "trainer.max_time=00:00:00:01")
+    assert again.returncode == 0 and len(list(folder.glob("previous-*"))) == 1, again.stderr[-2000:]
+
+
+def test_the_sweep_table_says_which_cells_their_time_limit_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lra_bench.training.sweep import print_table
+
+    for seed, reason in ((1, "max_time"), (2, "max_epochs")):
+        job = tmp_path / f"seed={seed}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- model=mega\n")
+        (job / "result.json").write_text(json.dumps({"val/acc_best": 0.5, "test/acc": 0.25, "stop_reason": reason}))
+    rows = collect(tmp_path)
+    assert [(r["job"], r["stop_reason"]) for r in rows] == [("seed=1", "max_time"), ("seed=2", "max_epochs")]
+    print_table("s", rows)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if "cut by trainer.max_time" in line] == [next(x for x in lines if "seed=1" in x)]
+
+
+def test_only_a_run_its_time_limit_cut_goes_on_and_only_with_more_time() -> None:
+    from lra_bench.training.stopping import continues_after_time_limit, time_limit_s
+
+    assert time_limit_s("00:00:09:00") == 540 and time_limit_s({"hours": 1}) == 3600 and time_limit_s(None) is None
+    cut = {"stop_reason": "max_time", "max_time_s": 540.0}
+    assert continues_after_time_limit(cut, "00:00:20:00") and continues_after_time_limit(cut, None)
+    assert not continues_after_time_limit(cut, "00:00:09:00") and not continues_after_time_limit(cut, "00:00:05:00")
+    assert not continues_after_time_limit({"stop_reason": "max_epochs", "max_time_s": 540.0}, None)

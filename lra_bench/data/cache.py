@@ -1,20 +1,24 @@
 """Preprocessed splits cached once as memory-mapped Arrow files, keyed by everything they were built from.
 
 Layout: ``<cache_dir>/<task>-<key>/`` with each split's files plus ``meta.json``. The key is a hash of every
-preprocessing option and of the sources' identity (``source_identity``: for a file its size, mtime, ctime and, up to
-``HASH_LIMIT``, its SHA-256; for a folder of many files the count and a digest of every file's name, size, mtime
-and ctime), so an edited, added or removed source file builds a new cache: an in-place edit that keeps the size and
-restores the mtime still changes the ctime (which only the kernel sets) and the content hash. When a new cache is
-built beside an older one of the same task, the log names what changed.
+preprocessing option and of the sources' content, not of where they lie (``source_identity``: for a file up to
+``HASH_LIMIT`` its size and SHA-256, a larger one its size, mtime and ctime; for a folder of many files the count and
+a digest of every file's relative name, size, mtime and ctime; ``cache_key`` leaves the paths out), so an edited,
+added or removed source file builds a new cache, and a renamed or moved data root keeps its cache. When a new
+cache is built for sources an older cache of the task was built from (the same paths), the log names what changed;
+for sources no cache was built from yet, it says it is building one.
 
 A cache is built in a temporary folder and renamed into place; ``meta.json`` (every file's size and CRC-32) is its
 completion marker and is checked when the cache is opened, so a cache damaged after it was written (truncated,
-overwritten in place) is rebuilt, never read. A file lock keeps two processes from building the same cache at
-once, and temporary folders left by processes that died are removed.
+overwritten in place) is rebuilt, never read. A complete, undamaged cache is read without writing anything (a
+read-only data root works); a build takes a file lock, so two processes never build the same cache at once, and
+temporary folders left by processes that died are removed. A cache folder that cannot be written stops with one
+line naming it and ``paths.cache_dir``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -30,17 +34,39 @@ import numpy as np
 import pyarrow as pa
 from filelock import FileLock
 
+from lra_bench.errors import DataError
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # bump when the cached layout changes
 HASH_LIMIT = 512 * 2**20  # files up to this size are keyed by their content hash too (ListOps, CIFAR, metadata)
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)  # a cache folder we cannot build in
 IDENTITY_KEYS = ("size", "mtime_ns", "ctime_ns", "sha256", "files", "bytes", "listing")
 
 
 def cache_key(options: dict[str, Any]) -> str:
-    """A short stable hash of JSON-serialisable options."""
-    blob = json.dumps({"format": FORMAT_VERSION, **options}, sort_keys=True, default=str)
+    """A short stable hash of JSON-serialisable options, without the sources' locations (``location_free``)."""
+    blob = json.dumps({"format": FORMAT_VERSION, **location_free(options)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def location_free(value: Any) -> Any:
+    """The options as the key sees them: a source's ``path`` is dropped wherever its identity is recorded beside it
+    (``size``/``files`` of ``source_identity``, or an ``identity`` entry), and a file's times wherever its content
+    hash is; a hub id (a ``path`` with nothing beside it) stays."""
+    if isinstance(value, dict):
+        identified = any(k in value for k in ("size", "files", "identity"))
+        hashed = "sha256" in value
+        return {k: location_free(v) for k, v in value.items()
+                if not (identified and k == "path") and not (hashed and k in ("mtime_ns", "ctime_ns"))}
+    if isinstance(value, (list, tuple)):
+        return [location_free(v) for v in value]
+    return value
+
+
+def source_paths(options: dict[str, Any]) -> set[str]:
+    """Every source location named in the options (the ``path`` entries)."""
+    return {str(v) for k, v in _leaves(options).items() if k == "path" or k.endswith(".path")}
 
 
 def _blocks(path: Path) -> Iterator[bytes]:
@@ -64,7 +90,7 @@ def file_crc32(path: Path) -> int:
 
 
 def source_identity(path: Path, patterns: Iterable[str] = ("**/*",)) -> dict[str, Any]:
-    """What a cache built from ``path`` depends on.
+    """What a cache built from ``path`` depends on (the path itself is recorded to name it in logs, not keyed).
 
     A file: resolved path, size, mtime, ctime and (up to HASH_LIMIT) the SHA-256 of its content. A folder: the count
     and total size of the files matching ``patterns`` below it and one digest over their relative names, sizes,
@@ -185,17 +211,21 @@ class SplitCache:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _log_why(self) -> None:
-        """Name what changed since the newest other cache of this task (a source file, an option)."""
+        """Name what changed since the newest other cache of this task built from the same source paths (a source
+        file's content, an option); sources no cache was built from yet are just being built."""
         task = self.task
+        paths = source_paths(self.options)
         others = []
         for meta in self.dir.parent.glob(f"{task}-*/meta.json"):
             if meta.parent != self.dir:
                 try:
-                    others.append((meta.stat().st_mtime, json.loads(meta.read_text()).get("options", {})))
+                    options = json.loads(meta.read_text()).get("options", {})
                 except (OSError, ValueError):
                     continue
+                if source_paths(options) == paths:
+                    others.append((meta.stat().st_mtime, options))
         if not others:
-            log.info("building the %s cache %s", task, self.dir)
+            log.info("building the %s cache %s (no earlier cache of these sources)", task, self.dir)
             return
         previous = max(others, key=lambda o: o[0])[1]
         changes = describe_changes(previous, self.options)
@@ -204,7 +234,22 @@ class SplitCache:
 
     def build(self, write_split: Callable[[str, Path], dict[str, Any]], verify: bool = False) -> dict[str, Any]:
         """Build every split unless a complete (and, with ``verify``, undamaged) cache exists; another process
-        building it is waited for."""
+        building it is waited for. A usable cache is read without the lock (nothing written: a read-only data root
+        works); a cache folder that cannot be written stops with one line naming it."""
+        if self.is_complete() and not (verify and self.damaged_files()):
+            return self.meta()
+        try:
+            return self._build_locked(write_split, verify)
+        except OSError as e:
+            # pyarrow's write errors carry no errno, only the system's message
+            code = e.errno or next((c for c in UNWRITABLE if os.strerror(c) in str(e)), None)
+            if code not in UNWRITABLE:
+                raise
+            raise DataError(f"cannot write the {self.task} preprocessing cache in {self.dir.parent}: {os.strerror(code)}. "
+                            "Set paths.cache_dir=<a writable folder with free space> (the data root itself may stay "
+                            "read-only)") from e
+
+    def _build_locked(self, write_split: Callable[[str, Path], dict[str, Any]], verify: bool) -> dict[str, Any]:
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.dir) + ".lock"):
             self._remove_dead_builds()

@@ -1,9 +1,11 @@
 """Did it learn? A callback that tells a run stuck at chance from one that learns.
 
-Chance is the majority-class rate p0 of the validation split (what always answering the most common label
-scores; from the label counts in the data cache's meta.json, else 1/K for K classes). With n validation
-samples, the accuracy of a model at chance varies by its binomial standard error, so the run is "within noise
-of chance" while its best validation accuracy so far stays at or below
+Chance is the majority-class rate p0 of the validation rows actually validated (what always answering the most
+common label scores on them): counted from the labels of the validation batches, so ``trainer.limit_val_batches``
+(part of the split) gives the band of the rows it validated; before the first validation, the data cache's label
+counts of the whole split (else 1/K for K classes). With n validated samples, the accuracy of a model at chance
+varies by its binomial standard error, so the run is "within noise of chance" while its best validation accuracy
+so far stays at or below
 
     threshold = p0 + z * sqrt(p0 (1 - p0) / n)        (z = 3 by default: the check takes the best of several
                                                        evaluations, and the max of noisy draws of a stuck run
@@ -38,6 +40,15 @@ log = logging.getLogger(__name__)
 ON_CHANCE = ("warn", "stop")
 FIXES = ("a lower learning rate (optimizer.lr)", "a longer warmup (scheduler.warmup_fraction or scheduler.warmup_steps)",
          "another seed (seed=...)")
+# a run whose schedule ends inside its warmup never trained at its lr: a longer warmup would make that worse
+SHORT_SCHEDULE_FIXES = ("a schedule longer than its warmup (scheduler.warmup_steps or warmup_fraction below the "
+                        "optimizer steps, or more steps)", "another seed (seed=...)")
+
+
+def fixes_for(pl_module: Any) -> tuple[str, ...]:
+    """The usual fixes; never "a longer warmup" for a schedule that ends inside its warmup (LRAModule records both)."""
+    short = getattr(pl_module, "warmup_steps", 0) >= getattr(pl_module, "schedule_steps", math.inf)
+    return SHORT_SCHEDULE_FIXES if short else FIXES
 
 
 def chance_rate(datamodule: Any, num_classes: int | None) -> tuple[float, int | None, str]:
@@ -84,17 +95,58 @@ class ChanceDiagnosis(pl.Callback):
         self.n: int | None = None
         self.threshold: float | None = None
         self.source = ""
+        self._label_counts: Any = None  # per class, over this validation's batches (a tensor on the model's device)
+        self._split_rows: int | None = None  # the whole validation split, to say when fewer rows were validated
 
     # --- the check ------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         num_classes = getattr(pl_module, "hparams", {}).get("num_classes")
         self.p0, self.n, self.source = chance_rate(trainer.datamodule, num_classes)
+        self._split_rows = self.n
         self.threshold = noise_threshold(self.p0, self.n, self.z)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._label_counts = None
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        import torch
+
+        labels = batch.labels if hasattr(batch, "labels") else batch[-1]
+        counts = torch.bincount(labels.long().flatten())  # on the device: no sync per batch
+        if self._label_counts is not None:
+            size = max(len(counts), len(self._label_counts))
+            counts = torch.nn.functional.pad(counts, (0, size - len(counts)))
+            counts += torch.nn.functional.pad(self._label_counts, (0, size - len(self._label_counts)))
+        self._label_counts = counts
+
+    def _use_validated_rows(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """p0 and n of the rows this validation ran on (all ranks' together), the band computed from them."""
+        import torch
+
+        num_classes = int(getattr(pl_module, "hparams", {}).get("num_classes") or 0)
+        local = self._label_counts
+        size = max(num_classes, len(local))
+        counts = torch.nn.functional.pad(local, (0, size - len(local))).float()
+        counts = trainer.strategy.reduce(counts, reduce_op="sum").tolist()  # one sync per validation
+        n = int(round(sum(counts)))
+        if n <= 0:
+            return
+        whole = self._split_rows
+        self.p0, self.n = max(counts) / n, n
+        self.threshold = noise_threshold(self.p0, self.n, self.z)
+        part = f" of {whole}, trainer.limit_val_batches" if whole and whole != n else ""
+        self.source = f"majority-class rate of the {n} validated rows{part}"
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after the epoch's metrics are computed and logged (callback_metrics holds this validation's accuracy)
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or self.monitor not in trainer.callback_metrics:
             return
+        if self._label_counts is not None:
+            self._use_validated_rows(trainer, pl_module)
+            self._label_counts = None
         self.best = max(self.best, float(trainer.callback_metrics[self.monitor]))
         estimated = trainer.estimated_stepping_batches
         if not math.isfinite(estimated):  # no step or epoch limit (max_time only): no fraction to wait for
@@ -117,7 +169,7 @@ class ChanceDiagnosis(pl.Callback):
             return
         self.flagged_at_step = trainer.global_step
         stop = self.on_chance == "stop"
-        message = self.message(trainer.global_step, total, stop)
+        message = self.message(trainer.global_step, total, stop, fixes_for(pl_module))
         if trainer.is_global_zero:
             log.warning("%s", message)
             send_wandb_alert(trainer, "lra_bench: run at chance", message)
@@ -125,14 +177,14 @@ class ChanceDiagnosis(pl.Callback):
             trainer.should_stop = True
             self.stopped_early = True
 
-    def message(self, step: int, total: int, stop: bool) -> str:
+    def message(self, step: int, total: int, stop: bool, fixes: tuple[str, ...] = FIXES) -> str:
         assert self.p0 is not None and self.threshold is not None
         band = f"{self.p0:.2%} + {self.z:g} standard errors over {self.n} samples = {self.threshold:.2%}" if self.n else f"{self.p0:.2%}"
         then = ("Stopping now (on_chance=stop)." if stop else
                 "Training goes on (on_chance=stop would end such a run here).")
         return (f"did it learn? No: after {step} of {total} optimizer steps ({step / total:.0%} of the schedule) the best "
                 f"validation accuracy, {self.best:.2%}, is within noise of chance ({self.source}: {band}). "
-                f"Usual fixes: {'; '.join(FIXES)}. {then}")
+                f"Usual fixes: {'; '.join(fixes)}. {then}")
 
     # --- what result.json records ---------------------------------------------------------------------------
     def result(self) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lra_bench.training.optim import build_param_groups, describe_param_groups, lr_factor, resolve_warmup
+from lra_bench.training.optim import (build_param_groups, describe_param_groups, lr_factor, resolve_warmup,
+                                      warmup_longer_than_schedule)
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,9 @@ class LRAModule(pl.LightningModule):
         lr_factor(0, total, warmup, decay)  # validates the decay name before training starts
         span = f"{total} optimizer steps (scheduler.total_steps; the run trains {trained})" if total != trained else f"{total} optimizer steps"
         log.info("lr schedule: %s decay over %s, %d warmup steps", decay, span, warmup)
+        self.warmup_steps, self.schedule_steps = warmup, total  # read by the chance diagnosis
+        if warmup >= total:
+            log.warning("%s", warmup_longer_than_schedule(warmup, total, start, power))
         lra_cosine = bool(s.get("lra_cosine", False))  # LRA's cosine cycle (lra_code), see optim.lr_factor
         scheduler = LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, decay, start, final, power, lra_cosine))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}

@@ -1,11 +1,16 @@
 """Options checked before anything is built: one line naming the option and the fix, instead of a traceback deep
-inside Lightning or PyTorch (ZeroDivisionError for lr 0, NumPy's seed error for seed -1, ...)."""
+inside Lightning or PyTorch (ZeroDivisionError for lr 0, NumPy's seed error for seed -1, ...).
+
+The run's own options are checked here; the model's are declared in its schema (``lra_bench/models/options/``) and
+checked by ``check_model_options``, called last."""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
 from lra_bench.errors import ConfigError
+from lra_bench.models.options.check import check_model_options
+from lra_bench.models.options.rules import is_int
 from lra_bench.training.optim import DECAYS
 
 
@@ -14,14 +19,13 @@ def _get(cfg: DictConfig, key: str):
 
 
 def check_options(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first option out of its range."""
+    """Raise ConfigError for the first option out of its range: the run's, then the model's (its schema)."""
     def need(ok: bool, key: str, rule: str) -> None:
         if not ok:
             raise ConfigError(f"{key}={_get(cfg, key)!r}: {rule}")
 
-    def is_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
+    length = _get(cfg, "task.max_length")
+    need(is_int(length) and length >= 1, "task.max_length", "must be an integer >= 1")
     batch = _get(cfg, "task.batch_size")
     need(is_int(batch) and batch >= 1, "task.batch_size", "must be an integer >= 1")
     eval_batch = _get(cfg, "task.datamodule.eval_batch_size")
@@ -56,11 +60,11 @@ def check_options(cfg: DictConfig) -> None:
         need(max_epochs != 0, "trainer.max_epochs", "trains nothing; use a number > 0, or -1 with trainer.max_steps")
     every = _get(cfg, "checkpoint_every_n_steps")
     need(every is None or (is_int(every) and every >= 1), "checkpoint_every_n_steps", "must be an integer >= 1")
+    need(_get(cfg, "lra_code") in (True, False), "lra_code", "must be true (LRA's released code) or false (the papers')")
+    lra_cosine = _get(cfg, "scheduler.lra_cosine")
+    need(lra_cosine in (None, True, False), "scheduler.lra_cosine", "must be true or false (default: lra_code's value)")
     if _get(cfg, "lra_code") and _get(cfg, "model.net.lra_code") is not True:
         raise ConfigError(f"lra_code=true reproduces LRA's released code, whose models are the LRA Transformer block "
                           f"with an attention mechanism; model={_get(cfg, 'model.name')} is not one of them "
                           "(its config has no model.net.lra_code): set lra_code=false")
-    if _get(cfg, "model.name") == "mega_chunk":
-        chunk = _get(cfg, "model.net.backbone.chunk_size")
-        need(is_int(chunk) and chunk > 0, "model.net.backbone.chunk_size",
-             "must be > 0 for mega_chunk (<= 0 is full attention: use model=mega for that)")
+    check_model_options(cfg)

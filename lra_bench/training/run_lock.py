@@ -3,7 +3,8 @@
 Two identical commands started together (or one while the first runs) would write the same folder: CSV rows
 twice, ``-v1`` checkpoints, and the second run's result.json over the first's. The second refuses with one line
 naming the running process. The lock is an OS advisory lock (``flock``) on ``<run>/.lock``: the kernel releases it
-when its process dies however it dies, so a stale lock file of a dead process is simply taken over.
+when its process dies however it dies, so a stale lock file of a dead process is simply taken over. A clean exit
+empties the holder record before unlocking, so only a process that died holding the folder is named as taken over.
 """
 
 from __future__ import annotations
@@ -21,9 +22,16 @@ from lra_bench.errors import RunFolderBusy
 log = logging.getLogger(__name__)
 
 
+RUN_ADVICE = ("One run folder has one writer: wait for that run to finish (then rerun to see its result), stop it, or "
+              "change an override to get another folder")
+
+
 class RunLock:
-    def __init__(self, run_dir: Path):
+    """``advice``: what the refusal tells the user to do (the data generators lock their output folder too)."""
+
+    def __init__(self, run_dir: Path, advice: str = RUN_ADVICE):
         self.path = Path(run_dir) / ".lock"
+        self.advice = advice
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
@@ -36,9 +44,7 @@ class RunLock:
             os.close(fd)
             who = (f"pid {holder.get('pid')}, started {holder.get('started')}: {holder.get('command')}" if holder
                    else "another process")
-            raise RunFolderBusy(
-                f"{self.path.parent} is being written by {who}. One run folder has one writer: wait for that run to "
-                "finish (then rerun to see its result), stop it, or change an override to get another folder") from None
+            raise RunFolderBusy(f"{self.path.parent} is being written by {who}. {self.advice}") from None
         previous = self.holder()
         if previous.get("pid") and previous.get("pid") != os.getpid():
             log.info("taking over %s from pid %s, which is no longer running", self.path, previous["pid"])
@@ -73,6 +79,8 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            # emptied while still held (never unlinked: a process waiting on the old file would lock a ghost)
+            os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -122,7 +122,7 @@ def clear_error(run_dir: Path) -> None:
 def set_aside(run_dir: Path) -> Path | None:
     """``rerun=true``: move the previous attempt's results, checkpoints and W&B id into ``previous-<time>/``."""
     run_dir = Path(run_dir)
-    names = ["result.json", "error.json", "checkpoints", "wandb_id.txt", "csv"]
+    names = ["result.json", "error.json", "checkpoints", "wandb_id.txt", "csv", "data_identity.json"]
     present = [run_dir / n for n in names if (run_dir / n).exists()]
     if not present:
         return None
@@ -131,6 +131,28 @@ def set_aside(run_dir: Path) -> Path | None:
     for p in present:
         shutil.move(str(p), target / p.name)
     return target
+
+
+def set_aside_once_per_job(run_dir: Path) -> tuple[Path | None, str | None]:
+    """``rerun=true`` inside a scheduler job: SLURM requeues a job (preemption, ``max_num_timeout``) by running the
+    same command again, ``rerun=true`` included, under the same ``SLURM_JOB_ID``. Only the job's first attempt sets
+    the previous progress aside; it records its job id in ``<run>/rerun_job.txt``, and a later attempt of the same
+    job resumes what the first started. ``LRA_JOB_ID`` names the job for other schedulers; with neither, every
+    command is a new job. Returns (where the progress went, or None; the job id when this is a requeued attempt)."""
+    run_dir = Path(run_dir)
+    job = os.environ.get("LRA_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    marker = run_dir / "rerun_job.txt"
+    try:
+        same_job = bool(job) and marker.read_text().strip() == job
+    except OSError:
+        same_job = False
+    if same_job:
+        return None, job
+    moved = set_aside(run_dir)
+    if job:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(job + "\n")
+    return moved, None
 
 
 def truncate_metrics(csv_path: Path, before_step: int) -> int:
