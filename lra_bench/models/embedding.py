@@ -7,6 +7,7 @@ from torch import nn
 
 # sd of a standard normal truncated to [-2, 2]: flax's variance_scaling divides by it (jax.nn.initializers)
 FLAX_TRUNCATED_NORMAL_SD = 0.87962566103423978
+EMBED_INITS = ("normal", "lecun_onehot")
 
 
 class TokenEmbedding(nn.Embedding):
@@ -37,7 +38,7 @@ class TokenEmbedding(nn.Embedding):
             nn.init.trunc_normal_(self.weight, mean=0.0, std=raw, a=-2 * raw, b=2 * raw)
             self.bias = nn.Parameter(torch.zeros(dim))
         else:
-            raise ValueError(f"embed_init must be normal or lecun_onehot, got {init!r}")
+            raise ValueError(f"embed_init must be one of {EMBED_INITS}, got {init!r}")
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = super().forward(tokens)

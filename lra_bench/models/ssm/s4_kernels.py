@@ -141,6 +141,8 @@ class _SSMKernelBase(nn.Module):
 
 # --- S4D ---------------------------------------------------------------------------------------
 
+C_INITS = ("normal", "normal_times_b")  # C ~ CN(0, 1) (HEAD) | CN(0, 1) * B (d589d98)
+
 class SSMKernelDiag(_SSMKernelBase):
     """S4D: K_l = 2 Re sum_n C_n Bbar_n exp(l log Abar_n), ZOH (default) or bilinear discretisation.
 
@@ -156,8 +158,8 @@ class SSMKernelDiag(_SSMKernelBase):
         super().__init__(d_model, lam, n_ssm, dt_min, dt_max, dt_transform, lr)
         if disc not in ("zoh", "bilinear"):
             raise ValueError(f"disc must be zoh or bilinear, got {disc!r}")
-        if c_init not in ("normal", "normal_times_b"):
-            raise ValueError(f"c_init must be normal or normal_times_b, got {c_init!r}")
+        if c_init not in C_INITS:
+            raise ValueError(f"c_init must be one of {C_INITS}, got {c_init!r}")
         self.disc, self.channels = disc, channels
         B = B.expand(self.n_ssm, -1).to(torch.complex64).contiguous()
         _register(self, "B", torch.view_as_real(B), self.optim["B"])
