@@ -145,7 +145,8 @@ class SequenceClassifier(nn.Module):
             if vocab_size < 2:
                 raise ValueError(f"token input needs vocab_size >= 2, got {vocab_size}")
             pad_row = None if lra_code else padding_idx  # LRA's nn.Embed trains the row of id 0 like any other
-            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std, pad_row, embed_init, embed_fan_in)
+            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std, pad_row, embed_init,
+                                                       embed_fan_in)
         elif input == "real":
             self.embedding = RealNumberEmbedding(d_model, mean=pixel_mean, std=pixel_std)
         else:
