@@ -99,6 +99,7 @@ def test_every_key_of_the_model_config_is_declared(model: str) -> None:
     raw = OmegaConf.to_container(cfg.model, resolve=False)
     A = "net.backbone.attention."
     optional = {"head_hidden",  # Mega's: set by presets only, read by net.head_hidden
+                "net.embed_init", "net.embed_fan_in",  # S5's and LRU's one-hot Dense; other models keep the normal init
                 A + "grouping", A + "self_mask", A + "key_norm", A + "score_scale", A + "out_proj"}  # null: lra_code's
     missing = [o.key for o in SCHEMAS[model].options if lookup(raw, o.key) is NOT_SET and o.key not in optional]
     assert missing == []
@@ -244,6 +245,12 @@ NAMED: dict[str, tuple[tuple[str, ...], dict[str, Any], str, str]] = {
     "s4-d-state-odd": (("model=s4",), {"model.net.backbone.d_state": 63}, "model.net.backbone.d_state", "=63: must be an even integer >= 2"),
     "s4-dplr-lin": (("model=s4",), {"model.net.backbone.init": "lin"}, "model.net.backbone.init", "='lin': must be legs with mode=dplr"),
     "s4-n-ssm": (("model=s4",), {"model.net.backbone.n_ssm": 3}, "model.net.backbone.n_ssm", "=3: must divide d_model = 128"),
+    "s4-c-init-times-b": (("model=s4",), {"model.net.backbone.c_init": "normal_times_b"}, "model.net.backbone.c_init",
+                          "='normal_times_b': must be normal with mode=dplr"),
+    "s4-b-clip-null": (("model=s4",), {"model.net.backbone.b_clip": None}, "model.net.backbone.b_clip",
+                       "=null: must be 2.0 with mode=dplr"),
+    "s5-embed-init": (("model=s5",), {"model.net.embed_init": "xavier"}, "model.net.embed_init",
+                      "='xavier': must be normal or lecun_onehot"),
     "s4d-lr-negative": (("model=s4d",), {"model.net.backbone.lr": -1}, "model.net.backbone.lr", "=-1: must be null"),
     "head-dropout-1": (("model=s4",), {"model.net.head_dropout": 1.0}, "model.net.head_dropout", r"must be a number in \[0, 1\)"),
     "embed-dropout-1.5": (("model=mamba",), {"model.net.embed_dropout": 1.5}, "model.net.embed_dropout", r"must be a number in \[0, 1\)"),

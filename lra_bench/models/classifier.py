@@ -20,7 +20,7 @@ from lra_bench.models.embedding import RealNumberEmbedding, TokenEmbedding
 from lra_bench.models.masks import masked_mean
 from lra_bench.models.protocol import max_length, protocol_problem, supported_inputs
 
-POOLINGS = ("mean", "cls", "first", "sum")
+POOLINGS = ("mean", "cls", "first", "sum", "last")
 PAIR_FEATURES = ("concat", "nli")
 HEAD_ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # flax nn.gelu (S5)
                     "relu": nn.ReLU, "tanh": nn.Tanh}
@@ -86,8 +86,11 @@ class SequenceClassifier(nn.Module):
 
     input: ``tokens`` (ids -> ``TokenEmbedding``) or ``real`` (pixel values -> ``RealNumberEmbedding``).
     padding_idx: the id whose embedding row is frozen (0 for text; None for pixel tokens, where 0 is black).
+    embed_init: ``normal`` (N(0, embed_init_std)) or ``lecun_onehot`` (S5's and LRU's one-hot Dense: lecun-normal
+    rows, sd ``embed_fan_in``^-1/2, the vocabulary when null, and a zero-initialised bias; ``TokenEmbedding``).
     pooling: ``mean`` over real positions, ``cls`` (a learned token prepended, read at position 0), ``first``
-    (position 0 itself, no token added: LRA's dual encoder, whose "CLS" pooling reads the first byte) or ``sum``.
+    (position 0 itself, no token added: LRA's dual encoder, whose "CLS" pooling reads the first byte), ``sum`` or
+    ``last`` (each row's last real position, ``lengths - 1``: S4's ``mode: last`` decoder, on Pathfinder at d589d98).
     pair_features: ``concat`` = [u, v] (LRA, Mega) or ``nli`` = [u, v, u*v, u-v] (S4). Both documents of a pair
     run through the backbone as one batch of 2B rows (as S4 does: BatchNorm statistics span both).
     lra_code: LRA's released code (``lra_benchmarks/models/<model>/<model>.py`` and ``layers/common_layers.py``
@@ -110,6 +113,8 @@ class SequenceClassifier(nn.Module):
         input: str = "tokens",
         padding_idx: int | None = 0,
         embed_init_std: float | None = None,
+        embed_init: str = "normal",
+        embed_fan_in: int | None = None,
         embed_dropout: float = 0.0,
         pixel_mean: float = 0.0,
         pixel_std: float = 1.0,
@@ -140,7 +145,8 @@ class SequenceClassifier(nn.Module):
             if vocab_size < 2:
                 raise ValueError(f"token input needs vocab_size >= 2, got {vocab_size}")
             pad_row = None if lra_code else padding_idx  # LRA's nn.Embed trains the row of id 0 like any other
-            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std, pad_row)
+            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std, pad_row, embed_init,
+                                                       embed_fan_in)
         elif input == "real":
             self.embedding = RealNumberEmbedding(d_model, mean=pixel_mean, std=pixel_std)
         else:
@@ -191,6 +197,8 @@ class SequenceClassifier(nn.Module):
             return x[:, 0]
         if self.pooling == "sum":
             return x.sum(1)  # backbones return zeros at pads
+        if self.pooling == "last":
+            return x[torch.arange(x.size(0), device=x.device), lengths - 1]
         return masked_mean(x, lengths)  # with lra_code lengths are the padded width: LRA's mean over every position
 
     def forward(

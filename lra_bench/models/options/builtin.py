@@ -16,12 +16,14 @@ from lra_bench.models.attention.sinkhorn import SORT_ACTIVATIONS
 from lra_bench.models.attention.softmax import IMPLS
 from lra_bench.models.attention.synthesizer import MODES
 from lra_bench.models.classifier import HEAD_ACTIVATIONS, PAIR_FEATURES, POOLINGS
+from lra_bench.models.embedding import EMBED_INITS
 from lra_bench.models.mega.mega import ATTENTIONS as MEGA_ATTENTIONS
 from lra_bench.models.mega.mega import REL_POS
 from lra_bench.models.norms import NORM_TYPES
 from lra_bench.models.options.rules import (BOOL, Choice, Either, Float, Instantiable, Int, ListOf, MappingOf, Nullable, Option,
                                             Relation, Schema, Values, at_least_length, at_most_length, divides, not_above, relation)
 from lra_bench.models.ssm.s5 import ACTIVATIONS as S5_ACTIVATIONS
+from lra_bench.models.ssm.s4_kernels import C_INITS as S4D_C_INITS
 from lra_bench.models.ssm.s5 import C_INITS, OPT_CONFIGS
 
 SIZE = Int(1)
@@ -51,6 +53,9 @@ def classifier(*, lra_code: Option | None = None) -> tuple[Option, ...]:
         Option("net.pixel_mean", Float(), "pixel normalisation mean"),
         Option("net.pixel_std", POSITIVE, "pixel normalisation std"),
         Option("net.embed_init_std", Nullable(POSITIVE, "D^-1/2"), "token embedding init std"),
+        Option("net.embed_init", Choice(*EMBED_INITS), "token embedding init: N(0, embed_init_std), or a one-hot Dense's "
+               "(lecun-normal rows, zero bias: S5, LRU)"),
+        Option("net.embed_fan_in", Nullable(Int(2), "the vocabulary"), "lecun_onehot's one-hot width (>= the vocabulary)"),
         Option("net.embed_dropout", DROPOUT, "dropout after the embedding"),
         Option("net.pooling", Choice(*POOLINGS), "how the sequence becomes one vector"),
         Option("net.head_hidden", Either(Int(0), ListOf(SIZE)), "head hidden sizes (0: one Linear)"),
@@ -322,7 +327,16 @@ def s4_schema(name: str) -> Schema:
         Option(B + "norm", Choice("batch", "layer"), "normalisation"),
         Option(B + "prenorm", BOOL, "pre-norm"),
         Option(B + "chunk", SIZE, "frequencies per Cauchy chunk (memory only)"),
+        Option(B + "decay_norm_bias", BOOL, "biases and norm weights decayed (d589d98) or at weight decay 0 (HEAD)"),
+        Option(B + "b_clip", Nullable(POSITIVE, "unclipped, as d589d98"), "S4D-LegS: clip of Im B (HEAD 2.0)"),
+        Option(B + "c_init", Choice(*S4D_C_INITS), "S4D: C ~ CN(0, 1) (HEAD) or CN(0, 1) * B (d589d98)"),
     ), DT_RANGE + (
+        relation(B + "b_clip", lambda v: v[B + "mode"] == "diag" or v[B + "b_clip"] == 2.0,
+                 "must be 2.0 with mode=dplr (S4): other values are S4D options (mode=diag)", "2.0 with dplr",
+                 (B + "mode",)),
+        relation(B + "c_init", lambda v: v[B + "mode"] == "diag" or v[B + "c_init"] == "normal",
+                 "must be normal with mode=dplr (S4): normal_times_b is an S4D option (mode=diag)", "normal with dplr",
+                 (B + "mode",)),
         relation(B + "init", lambda v: v[B + "mode"] != "dplr" or v[B + "init"] == "legs",
                  "must be legs with mode=dplr (S4); lin and inv are S4D inits (mode=diag)", "legs with dplr",
                  (B + "mode",)),
