@@ -23,7 +23,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.install-stamp
 DATA  := $(abspath $(DATA_DIR))
 
-.PHONY: help install test test-slow test-cuda test-all browser lra-task sweep report dashboard data data-quick data-quick-pathfinder data-listops bench bench-attention bench-ssm bench-data bench-pathfinder bench-mega bench-s4 check-model clean clean-cache distclean
+.PHONY: help install test test-slow test-cuda test-all browser lra-task sweep report dashboard data data-quick data-quick-pathfinder data-listops bench bench-attention bench-ssm bench-data bench-pathfinder bench-mega bench-s4 check-model gpu-check clean clean-cache distclean
 
 help: ## list the targets
 	@echo "lra_bench: make <target> [TASK=<task>] [MODEL=<model>] [ARGS=\"hydra overrides\"]"
@@ -137,6 +137,9 @@ bench-mega: install ## Mega vs the Hugging Face port: tokens/s and peak memory a
 
 check-model: install ## backbone protocol checks of MODEL (pads, batch rows, gradients, bf16, cost, budget, training); TASK=..., ARGS="quick=true --long"
 	$(PY) -m lra_bench.check_model model=$(MODEL) $(if $(TASK),task=$(TASK)) $(ARGS)
+
+gpu-check: install ## acceptance run for a GPU node (~5 min): every model fwd/bwd fp32+bf16, training, kernels, DDP, bench; ARGS="--device cpu --quick"
+	$(PY) -m lra_bench.gpu_check $(ARGS)
 
 clean: ## remove run outputs and Python caches (keeps data and .venv)
 	rm -rf logs outputs multirun lightning_logs wandb .pytest_cache

@@ -9,11 +9,11 @@ Options (``key=value``): ``model`` (required; any name on the config search path
 ``hydra.searchpath=[...]`` included), ``task`` (default listops: whose config builds the model and whose presets set
 the budget), ``quick`` (true: small and fast), ``long`` (or ``--long``: also 8K and 16K), ``device`` (cpu | cuda:
 where the cost and bf16 checks run; default cpu), ``only`` (a comma-separated subset of the groups pads, rows,
-gradients, numerics, cost, budget, trains).
+gradients, device, numerics, cost, budget, trains).
 Any other ``key=value`` is a Hydra override of the model's config (``model.net.backbone.n_layers=2``).
 
-Prints a table, one row per check, with its status and the measured figure, and exits 1 when a check fails
-(2 on a bad command line). The checks (each module under ``lra_bench/checks/`` says exactly what it does):
+Prints a table, one row per check, with its status, the measured figure beside the threshold it is held against, and
+for a failing row its likely cause; exits 1 when a check fails (2 on a bad command line). The checks (each module under ``lra_bench/checks/`` says exactly what it does):
 
 - protocol: the backbone is an ``nn.Module`` with ``forward(x, lengths)`` and valid hooks (lra_bench/models/protocol.py);
 - pads (eval mode, after moving biases, norm weights and running statistics away from their init): zero output at
@@ -21,8 +21,10 @@ Prints a table, one row per check, with its status and the measured figure, and 
   padding holding random values, for token and pixel input and the pair (2B rows) form;
 - rows: one row's values and length do not reach the other rows (eval; train mode too unless a BatchNorm explains it);
 - gradients: every parameter gets a finite, non-zero gradient;
+- device: no tensor made in forward/backward without ``device=`` (it would land on the CPU); host syncs counted;
 - eval determinism; bf16 autocast finite (forward and backward);
-- cost: time and memory of a training step at 1K, 2K, 4K (8K, 16K with --long), with the fitted exponent;
+- cost: operations (FLOPs), CPU time and memory of a training step at 1K, 2K, 4K (8K, 16K with --long), with the
+  fitted exponents (the operation count holds on a loaded machine; the time row says when its repeats are too noisy);
 - budget: non-embedding parameters between the smaller of the task's Transformer and Mega presets / 4 and the larger x 4;
 - trains: the held-out loss of a tiny synthetic task falls below 0.75x its start.
 """
@@ -41,6 +43,7 @@ from omegaconf import DictConfig
 from lra_bench.checks import FAIL, INFO, PASS, SKIP, WARN, CheckResult, one_line
 from lra_bench.checks.budget import budget
 from lra_bench.checks.build import TASK_OF_INPUT, Target, build, inputs, model_config, perturb_like_trained
+from lra_bench.checks.device import device_placement
 from lra_bench.checks.gradients import gradients
 from lra_bench.checks.numerics import bf16_autocast, eval_determinism
 from lra_bench.checks.padding import backbone_padding, classifier_padding, skipped
@@ -53,7 +56,7 @@ MakeInputs = Callable[[list[int], int, str], torch.Tensor]
 
 STATUS_STYLE = {PASS: "green", FAIL: "bold red", WARN: "yellow", INFO: "cyan", SKIP: "dim"}
 TOOL_KEYS = ("model", "task", "quick", "long", "device", "only")
-GROUPS = ("pads", "rows", "gradients", "numerics", "cost", "budget", "trains")  # the protocol row always runs
+GROUPS = ("pads", "rows", "gradients", "device", "numerics", "cost", "budget", "trains")  # the protocol row always runs
 
 
 def _guard(name: str, fn: Callable[[], list[CheckResult] | CheckResult]) -> list[CheckResult]:
@@ -87,6 +90,10 @@ def run_checks(target: Target, long: bool = False, device: str = "cpu", only: Se
         net = build(cfg)
     except Exception as e:  # noqa: BLE001 - a model that does not build is the first finding
         return [CheckResult(protocol, FAIL, "does not build", one_line(e))]
+    if cfg.model.name != target.model:  # train would call it an unknown model: runs are keyed by the file's name
+        return [CheckResult(protocol, FAIL, "name is not the file's",
+                            f"model={target.model} (conf/model/{target.model}.yaml) declares name: {cfg.model.name}; "
+                            f"set name: {target.model} (train, sweeps and the report know a model by its file name)")]
     backbone = net.backbone
     d_model = int(cfg.model.net.d_model)
     problem = protocol_problem(backbone)
@@ -123,6 +130,9 @@ def run_checks(target: Target, long: bool = False, device: str = "cpu", only: Se
     classes = int(cfg.task.num_classes)
     if "gradients" in only:
         results += _guard("gradients: every parameter, finite and non-zero", lambda: gradients(build(cfg), maker(cfg), classes, pair))
+    if "device" in only:
+        results += _guard("device: every tensor made on the input's device",
+                          lambda: device_placement(build(cfg), maker(cfg), classes, pair))
     if "numerics" in only:
         results += _guard("eval: deterministic", lambda: eval_determinism(net, maker(cfg), pair))
         results += _guard("bf16 autocast: finite",
@@ -149,11 +159,12 @@ def print_table(target: Target, results: Sequence[CheckResult], long: bool) -> N
 
     mode = "quick" if target.quick else "full" + (", long" if long else "")
     table = Table(title=f"check_model: {target.model} on {target.task} ({mode})", title_justify="left")
-    for column in ("check", "status", "figure", "what was measured"):
+    for column in ("check", "status", "figure", "threshold", "what was measured"):
         table.add_column(column, overflow="fold")
     for r in results:
-        table.add_row(r.name, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", r.figure, r.detail)
-    console = Console(width=max(Console().width, 160))
+        detail = f"{r.detail}\n[bold]likely cause:[/] {r.cause}" if r.failed and r.cause else r.detail
+        table.add_row(r.name, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", r.figure, r.threshold or "-", detail)
+    console = Console(width=max(Console().width, 180))
     console.print(table)
     failed = [r for r in results if r.failed]
     counts = {status: sum(r.status == status for r in results) for status in (PASS, WARN, INFO, SKIP)}
@@ -209,18 +220,52 @@ def measure_cell(spec: dict[str, Any]) -> dict[str, Any]:
         return {"error": one_line(e)}
 
 
+DEVICE_CHOICES = "cpu, cuda or cuda:<index>"
+
+
+def valid_device(device: str) -> bool:
+    kind, _, index = device.partition(":")
+    return device == "cpu" or (kind == "cuda" and (not index or index.isdigit()))
+
+
+def argument_problem(target: Target, device: str) -> str | None:
+    """Why the command line cannot be checked (an unknown model or task, a device torch has no name for, a model
+    option out of its range), as one line; None when it can. Checked before anything is built, so a bad argument is
+    never reported as the model failing a check."""
+    from hydra.errors import HydraException
+
+    from lra_bench.checks.build import compose, model_overrides
+    from lra_bench.config import available, search_path_note
+    from lra_bench.errors import ConfigError
+    from lra_bench.models.options.check import check_model_options
+
+    searchpath = list(target.searchpath)
+    for group, name in (("model", target.model), ("task", target.task)):
+        valid = available(group, searchpath)
+        if name not in valid:
+            where = search_path_note(searchpath).format(group=group)
+            return f"unknown {group} {name!r}; valid {group}s: {', '.join(valid)} ({where})"
+    if not valid_device(device):
+        return f"device={device}: must be {DEVICE_CHOICES}"
+    try:
+        check_model_options(compose(model_overrides(target, target.task), target.searchpath))  # at the task's length
+    except ConfigError as e:
+        return str(e)
+    except HydraException as e:  # an override of a key the config does not have, a bad value's syntax
+        return " ".join(str(e).split())
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from lra_bench.benchmarks.cells import serve_cell
-    from lra_bench.config import available, search_path_note
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if serve_cell(argv, measure_cell):
         return 0
     target, long, device, only = parse(argv)
-    valid = available("model", list(target.searchpath))
-    if target.model not in valid:
-        where = search_path_note(list(target.searchpath)).format(group="model")
-        print(f"error: unknown model {target.model!r}; valid models: {', '.join(valid)} ({where})", file=sys.stderr)
+    problem = argument_problem(target, device)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     results = run_checks(target, long=long, device=device, only=only)
     print_table(target, results, long)

@@ -143,6 +143,11 @@ def check_names(cfg: DictConfig) -> None:
         name = OmegaConf.select(cfg, f"{group}.name")
         valid = available(group, searchpath)
         if name not in valid:
+            hc = hydra_runtime()
+            chosen = hc.runtime.choices.get(group) if hc is not None else None
+            if chosen in valid:  # the file exists; its name: says something else (check_model refuses it too)
+                raise ConfigError(f"{group}={chosen}: conf/{group}/{chosen}.yaml declares name: {name}; a {group}'s name "
+                                  f"must be its file name: set name: {chosen}")
             where = search_path_note(searchpath).format(group=group)
             raise ConfigError(f"unknown {group} {name!r}; valid {group}s: {', '.join(valid)} ({where})")
     drop_foreign_preset_keys(cfg)
@@ -303,3 +308,75 @@ def exit_on_lra_error(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
 
     return wrapper
+
+
+def _first_of_sweeps(argv: Sequence[str]) -> list[str] | None:
+    """The command's config overrides, each sweep (``seed=1,2,3``) replaced by its first value; None when one cannot
+    be read (Hydra then says why)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg or (arg.lstrip("+~").startswith("hydra")
+                                                     and not arg.startswith("hydra.searchpath=")):
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # noqa: BLE001 - a syntax error: Hydra's own message names it
+            return None
+        if override.is_sweep_override():
+            first = next(iter(override.sweep_string_iterator()), None)
+            if first is None:
+                return None
+            arg = f"{arg.split('=', 1)[0]}={first}"
+        out.append(arg)
+    return out
+
+
+def check_override_keys(argv: Sequence[str], config_name: str = "train") -> None:
+    """An override of a key the config does not have (``model.net.backbone.n_layer=2``, a typo) gets one line naming
+    it, the closest key and the ``+key=value`` form, instead of Hydra's several lines; exits 2. Composes the config
+    once before Hydra does (sweeps at their first value); anything else Hydra reports itself."""
+    import difflib
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+
+    overrides = _first_of_sweeps(argv)
+    if not overrides:
+        return
+
+    def composed(args: list[str]) -> DictConfig:
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+                return compose(config_name, overrides=args)
+        finally:
+            GlobalHydra.instance().clear()
+
+    try:
+        composed(overrides)
+        return
+    except ConfigCompositionException as e:
+        match = re.match(r"Could not override '([^']+)'", str(e))
+        if match is None:
+            return
+        key = match.group(1)
+    except Exception:  # noqa: BLE001 - not a key typo: Hydra reports it as it runs
+        return
+    parent, _, leaf = key.rpartition(".")
+    hint = ""
+    try:
+        node = OmegaConf.select(composed([o for o in overrides if not o.split("=", 1)[0].endswith(key)]), parent) \
+            if parent else None
+        close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1) if OmegaConf.is_dict(node) else []
+        hint = f"did you mean {parent}.{close[0]}? " if close else ""
+    except Exception:  # noqa: BLE001 - no suggestion
+        pass
+    value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
+    print(f"error: {key}: no such option in the composed config; {hint}(a key the config does not declare is added with "
+          f"+{key}={value})", file=sys.stderr)
+    sys.exit(2)

@@ -12,6 +12,7 @@ Nothing is trained and no data is read.
 from __future__ import annotations
 
 import json
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,10 +24,12 @@ from lra_bench.config import CONFIG_PATH, check_names, exit_on_lra_error, resolv
 from lra_bench.errors import LRAError
 from lra_bench.provenance.check import annotate
 from lra_bench.provenance.loader import preset_records
+from lra_bench.training.options import check_options
 
 
 def describe(cfg: DictConfig) -> dict:
     check_names(cfg)
+    check_options(cfg)
     note = None
     try:
         resolve_vocab_size(cfg)  # reads the data only when the vocabulary comes from it
@@ -58,4 +61,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from lra_bench.config import check_override_keys
+    from lra_bench.train import check_experiment_names
+
+    check_experiment_names(sys.argv[1:])  # an unknown preset: every lra/* preset listed, not Hydra's top level
+    check_override_keys(sys.argv[1:], "describe")
     main()

@@ -26,16 +26,22 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from lra_bench.training.callbacks import SpeedMonitor, count_parameters
 from lra_bench.config import CONFIG_PATH, check_multirun_ddp, check_names, exit_on_lra_error, hydra_runtime, is_multirun, resolve_vocab_size
 from lra_bench.training.diagnosis import ChanceDiagnosis
+from lra_bench.training.fault_points import FAULT_ENV, FaultPoints, fault_point
 from lra_bench.training.faults import NonFiniteGuard, Preempted
 from lra_bench.training.loggers import finish_wandb
 from lra_bench.training.module import LRAModule
 from lra_bench.training.options import check_options
 from lra_bench.errors import ConfigError, RunStorageError
 from lra_bench.training import data_identity, stopping
-from lra_bench.training.checkpoint_io import atomic_write
+from lra_bench.target_errors import target_error
+from lra_bench.training.checkpoint_io import (UnusableCheckpoint, WrongModel, atomic_write, check_fits, checksum_path,
+                                              inspect_checkpoint, listed_digests, model_shapes)
+from lra_bench.training.resume_rules import resume_rule_line
+from lra_bench.training.compile import compile_backbone
 from lra_bench.training.run_lock import RunLock
-from lra_bench.training.run_state import (checkpoint_step, clear_error, finished_result, record_error, remove_stale_temp_files,
-                                          resume_checkpoint, set_aside, set_aside_once_per_job, truncate_metrics, wandb_id)
+from lra_bench.training.run_state import (clear_error, finished_result, record_error, remove_stale_temp_files,
+                                          resume_checkpoint, set_aside, set_aside_once_per_job, set_unusable_aside,
+                                          truncate_metrics, wandb_id)
 from lra_bench.training.summary import print_summary
 
 log = logging.getLogger("lra_bench.train")
@@ -52,25 +58,57 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 
+def pin_threads(cfg: DictConfig) -> None:
+    """``torch_threads``: a fixed intra-op thread count, so a run's float reductions do not depend on how many cores
+    the machine has (the quick default pins 2: its README figures hold on any machine with the same torch build)."""
+    threads = cfg.get("torch_threads")
+    if threads is None:
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ConfigError(f"torch_threads={threads!r}: must be null (torch's default) or an integer >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+    log.info("torch intra-op threads: %d (torch_threads)", threads)
+
+
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Trainer]:
     """Instantiate the datamodule, the LightningModule and the trainer (with callbacks and loggers)."""
     check_names(cfg)
     check_options(cfg)
     datamodule = instantiate(cfg.task.datamodule)
     resolve_vocab_size(cfg, datamodule)
-    net = instantiate(cfg.model.net)
+    try:
+        net = instantiate(cfg.model.net)
+    except Exception as e:
+        unloadable = target_error(e)
+        if unloadable is None:
+            raise
+        raise ConfigError(f"model {cfg.model.name}: {unloadable}") from e
+    if cfg.get("compile"):
+        compile_backbone(net.backbone, cfg.compile)
     module = LRAModule(
         net,
         num_classes=cfg.task.num_classes,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        run_config=run_config(cfg),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     if not loggers:  # logger=none: Lightning's LearningRateMonitor refuses a trainer without a logger
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    if os.environ.get(FAULT_ENV):  # a test kills the run at a named phase
+        callbacks.append(FaultPoints())
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's resolved config as logged, and as every checkpoint records it (``hyper_parameters["run_config"]``)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    return config
 
 
 SUMMARY_METRICS = {"val/acc": "max", "val/acc_best": "max", "val/loss": "min", "test/acc": "last", "test/loss": "last",
@@ -103,21 +141,24 @@ def _metric(metrics: dict[str, Any], key: str) -> float:
     return float(v) if v is not None else float("nan")
 
 
-def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
-    """Fit and test as configured; return the run's results (also written to ``result.json``).
+def run(cfg: DictConfig, earlier_attempt: bool = False) -> dict[str, Any]:
+    """Fit (resuming from the run folder's newest usable checkpoint, or ``ckpt_path``) and test as configured; return
+    the run's results (also written to ``result.json``).
 
-    If training was preempted (SIGTERM/SIGINT), returns ``{"preempted": signal}`` without testing."""
+    If training was preempted (SIGTERM/SIGINT), returns ``{"preempted": signal}`` without testing. ``earlier_attempt``:
+    an earlier attempt of this run logged to W&B (its id is in the run folder)."""
     started = time.time()
     quiet_library_noise()
     if cfg.get("note"):
         log.info("%s", cfg.note)
+    pin_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
-    data_identity.check(Path(cfg.paths.output_dir), datamodule, continuing=ckpt_path is not None)
-    logged = OmegaConf.to_container(cfg, resolve=True)
-    logged.pop("hydra", None)
+    out_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resume_point(cfg, out_dir, module, trainer.loggers, earlier_attempt) if cfg.train else None
+    data_identity.check(out_dir, datamodule, continuing=ckpt_path is not None)
     for logger in trainer.loggers:
-        logger.log_hyperparams(logged)
+        logger.log_hyperparams(module.hparams.run_config)
         define_summary_metrics(logger)
 
     if cfg.train:
@@ -125,20 +166,20 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except Preempted as stop:  # the checkpoint is saved; rerunning the same command resumes
             return {"preempted": int(stop.signum)}
-    fit_metrics = {k: v for k, v in trainer.callback_metrics.items()}
+    fault_point("after_fit", trainer.global_step)
 
     test_metrics: dict[str, Any] = {}
     ckpt = trainer.checkpoint_callback
+    tested = ""
     if cfg.test:
-        best = ckpt.best_model_path if ckpt is not None else ""
-        if not best:
-            log.warning("no best checkpoint (checkpointing off or no validation ran): testing the final weights")
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        tested = checked_best_checkpoint(ckpt.best_model_path if ckpt is not None else "", module)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=tested or None, verbose=False)
         test_metrics = results[0] if results else {}
 
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
     perf = speed.summary() if speed else {}
-    best_val = module.val_acc_best.compute() if module.val_acc_best.update_count else fit_metrics.get("val/acc_best")
+    # the running maximum as fitting left it, or as the resumed checkpoint holds it when a rerun had nothing left to fit
+    best_val = float(module.val_acc_best.max_value)
     result: dict[str, Any] = {
         "task": cfg.task.name,
         "model": cfg.model.name,
@@ -146,10 +187,11 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
         "seed": cfg.seed,
         "lra_code": bool(cfg.get("lra_code", False)),  # LRA's released code (true) or the papers' mechanisms
         **run_identity(cfg),
-        "val/acc_best": float(best_val) if best_val is not None else float("nan"),
+        "val/acc_best": best_val if math.isfinite(best_val) else float("nan"),
         "test/acc": _metric(test_metrics, "test/acc"),
         "test/loss": _metric(test_metrics, "test/loss"),
         "best_checkpoint": ckpt.best_model_path if ckpt is not None else "",
+        "tested_weights": ("best_checkpoint" if tested else "final") if cfg.test else "not_tested",
         "global_step": trainer.global_step,
         **stopping.stop_reason(trainer, fitted=bool(cfg.train)),
         "wall_time_s": time.time() - started,
@@ -167,10 +209,14 @@ def run(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
     if guard is not None and guard.skipped:
         result["train/nonfinite_skipped"] = guard.skipped
 
-    out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, default=str).encode()
-    atomic_write(out_dir / "result.json", lambda f: f.write(text))  # a finished run is marked whole or not at all
+
+    def write_result(f) -> None:
+        f.write(text)
+        fault_point("result_write", trainer.global_step)
+
+    atomic_write(out_dir / "result.json", write_result)  # a finished run is marked whole or not at all
     for logger in trainer.loggers:
         experiment = getattr(logger, "experiment", None)
         if hasattr(experiment, "summary"):  # W&B: test metrics of the best checkpoint as the run summary
@@ -233,13 +279,13 @@ def _train_in(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         return done | {"skipped_rerun": True}
     (out_dir / "skipped.txt").unlink(missing_ok=True)
     remove_stale_temp_files(out_dir)
-    ckpt_path = resume_point(cfg, out_dir)
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    earlier_attempt = (out_dir / "wandb_id.txt").is_file()
     if wandb_cfg is not None and wandb_cfg.get("id") is None:
         with open_dict(cfg):
             cfg.logger.wandb.id = wandb_id(out_dir)  # a resumed run continues the same W&B run
     try:
-        result = run(cfg, ckpt_path)
+        result = run(cfg, earlier_attempt)
     except BaseException as e:
         record_error(out_dir, e)
         finish_wandb(exit_code=1)
@@ -252,32 +298,93 @@ def _train_in(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return result
 
 
-def resume_point(cfg: DictConfig, out_dir: Path) -> str | None:
-    """The checkpoint to resume from (``ckpt_path``, else the run folder's newest valid one), said in the log with
-    its step and any unreadable checkpoint skipped; the CSV rows a killed attempt logged after it are dropped."""
+def checked_best_checkpoint(best: str, module: LRAModule) -> str:
+    """The best-validation checkpoint the test step loads, after the checks every load passes; "" (test the final
+    weights) when there is none or it fails them, said in the log."""
+    if not best:
+        log.warning("no best checkpoint (checkpointing off or no validation ran): testing the final weights")
+        return ""
+    try:
+        inspect_checkpoint(Path(best), model_shapes(module))
+    except UnusableCheckpoint as e:
+        aside = Path(best).parent / "unusable" / Path(best).name
+        reason = f"it failed its checks at start-up and was moved to {aside.parent}" if aside.is_file() else str(e)
+        log.warning("the best checkpoint %s is unusable (%s): testing the final weights instead; result.json says "
+                    "tested_weights=final", best, reason)
+        return ""
+    return best
+
+
+def resume_point(cfg: DictConfig, out_dir: Path, module: LRAModule | None = None, loggers: Any = (),
+                 earlier_attempt: bool = False) -> str | None:
+    """The checkpoint to resume from (``ckpt_path``, else the run folder's newest usable one), said in the log with
+    its step, any checkpoint skipped and why, and what the command changes (``resume_rules``); the CSV rows a killed
+    attempt logged after it are dropped. With nothing to resume from, a killed attempt's rows are dropped and W&B
+    gets a new run (W&B refuses steps below those it has seen, so the old run could not take the new rows)."""
+    expected = model_shapes(module) if module is not None else None
     if cfg.get("ckpt_path"):
         ckpt = Path(cfg.ckpt_path)
         if not ckpt.is_file():
             raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such file; give an existing checkpoint, or leave ckpt_path "
                               f"unset to resume from the newest in {out_dir / 'checkpoints'}")
-        step = checkpoint_step(ckpt)
-        if step < 0:
-            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: not a readable checkpoint (truncated or another format)")
+        try:
+            checkpoint = inspect_checkpoint(ckpt, require_checksum=False)
+        except UnusableCheckpoint as e:
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: {e}; give another checkpoint") from e
+        if listed_digests(ckpt) is None:
+            log.warning("ckpt_path=%s has no checksum beside it (%s): loaded unverified", ckpt, checksum_path(ckpt).name)
     else:
-        skipped: list[str] = []
-        found = resume_checkpoint(out_dir, report=skipped)
-        for line in skipped:
-            log.warning(line)
-        if found is None:
-            if skipped:
-                log.warning("no readable checkpoint in %s: starting from step 0", out_dir / "checkpoints")
-            return None
-        ckpt, step = found
-    log.info("resuming from %s (step %d)", ckpt, step)
+        skipped: dict[Path, UnusableCheckpoint] = {}
+        found = resume_checkpoint(out_dir, skipped, expected_shapes=expected)
+        for path, reason in skipped.items():
+            log.warning("skipping %s: %s", path, reason)
+        wrong_model = [p for p, reason in skipped.items() if isinstance(reason, WrongModel)]
+        if found is None and wrong_model:  # the command changed the model of a run that has checkpoints: refused below
+            ckpt = wrong_model[-1]
+            checkpoint = inspect_checkpoint(ckpt)
+        else:
+            aside = set_unusable_aside(list(skipped))
+            if aside is not None:
+                log.info("the skipped checkpoints are in %s", aside)
+            if found is None:
+                start_over(out_dir, bool(skipped), loggers, earlier_attempt)
+                return None
+            ckpt = found[0]
+            checkpoint = inspect_checkpoint(ckpt, expected)
+    step = checkpoint["global_step"]
+    if module is not None:  # the rules first: a changed model size is named by its keys, not by a tensor shape
+        saved = (checkpoint.get("hyper_parameters") or {}).get("run_config")
+        rules = resume_rule_line(str(ckpt), step, saved, module.hparams.run_config)
+        try:
+            check_fits(checkpoint, expected)
+        except WrongModel as e:
+            raise ConfigError(f"cannot resume {ckpt}: {e}. Resume it with the model it was trained with, or start over "
+                              "with rerun=true") from e
+        log.info("resuming from %s (step %d)", ckpt, step)
+        log.info("%s", rules)
+    else:
+        log.info("resuming from %s (step %d)", ckpt, step)
     dropped = truncate_metrics(out_dir / "csv" / "metrics.csv", step)
     if dropped:
         log.info("csv/metrics.csv: dropped %d rows the interrupted attempt logged after step %d", dropped, step)
     return str(ckpt)
+
+
+def start_over(out_dir: Path, had_checkpoints: bool, loggers: Any, earlier_attempt: bool) -> None:
+    """A run with no usable checkpoint starts at step 0: the killed attempt's CSV rows go, and its W&B run is left as
+    it ended while this attempt logs to a new one."""
+    if had_checkpoints:
+        log.warning("no usable checkpoint in %s: starting from step 0", out_dir / "checkpoints")
+    dropped = truncate_metrics(out_dir / "csv" / "metrics.csv", 0)
+    if dropped:
+        log.info("csv/metrics.csv: dropped the %d rows of the attempt that left no usable checkpoint", dropped)
+    for logger in loggers:
+        if hasattr(logger, "start_new_run") and earlier_attempt:
+            old = wandb_id(out_dir)
+            (out_dir / "wandb_id.txt").unlink()
+            new = wandb_id(out_dir)
+            logger.start_new_run(new)
+            log.info("W&B: the killed attempt's run %s is left as it ended; this attempt logs to a new run %s", old, new)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
@@ -285,6 +392,9 @@ def resume_point(cfg: DictConfig, out_dir: Path) -> str | None:
 def main(cfg: DictConfig) -> float:
     multirun = is_multirun()
     check_multirun_ddp(cfg)
+    if not multirun:  # before the run folder is touched; a sweep's bad cell fails in it (error.json) like any other
+        check_names(cfg)
+        check_options(cfg)
     try:
         result = train(cfg)
     except Exception as e:
@@ -330,5 +440,8 @@ def check_experiment_names(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from lra_bench.config import check_override_keys
+
     check_experiment_names(sys.argv[1:])
+    check_override_keys(sys.argv[1:])
     main()

@@ -4,12 +4,14 @@ restated in numpy for the layers around the cores (both originals are flax)."""
 
 from __future__ import annotations
 
+import hydra
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lra_bench.models.classifier import SequenceClassifier
+from tests.conftest import compose_config
 
 
 def with_nontrivial_norm_stats(enc: nn.Module) -> nn.Module:
@@ -78,3 +80,15 @@ def assert_flax_dense_init(layer: nn.Linear, fan_in: int) -> None:
     assert abs(float(w.std()) - sd) / sd < 0.05, float(w.std())
     assert float(w.abs().max()) <= 2 * sd / 0.87962566103423978 + 1e-6  # the truncation at 2 (pre-rescale) sd
     assert bool((layer.bias == 0).all())
+
+
+def assert_token_preset_embeds_one_hot_tokens_with_a_flax_dense(model: str, task: str, fan_in: int | None) -> None:
+    """S5 and minimal-LRU feed one_hot(tokens, in_dim) into a flax ``nn.Dense``: lecun-normal rows of sd in_dim^-1/2
+    and a zero bias. ``fan_in`` is the preset's ``embed_fan_in`` (None: the vocabulary, here 135)."""
+    torch.manual_seed(0)
+    overrides = ["model.net.backbone.n_layers=1"]  # only the embedding counts here
+    overrides += [] if task == "listops" else ["task.vocab_size=135"]
+    cfg = compose_config([f"experiment=lra/{model}-{task}", "paths.output_dir=/tmp/lra_bench_presets", *overrides])
+    assert (cfg.model.net.embed_init, cfg.model.net.embed_fan_in) == ("lecun_onehot", fan_in)
+    net = hydra.utils.instantiate(cfg.model.net)
+    assert_flax_dense_init(net.embedding, fan_in or cfg.task.vocab_size)

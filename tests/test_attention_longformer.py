@@ -117,21 +117,22 @@ def test_backbone_trains_at_an_odd_length(n_global: int) -> None:
                                            d_model=D, n_heads=H, length=23, short=17, max_length=40)
 
 
-# task: layers, emb, heads, qkv, mlp, dropout, attention dropout, pooling, positions, max length, head hidden,
-#       mask_zero_inputs (lra_benchmarks/<task>/configs/longformer_base.py on the task's base config)
+# task: layers, emb, heads, qkv, mlp, dropout, attention dropout, pooling, positions, max length, head hidden
+#       (lra_benchmarks/<task>/configs/longformer_base.py on the task's base config). Pixel 0 is data by default;
+#       LRA's `inputs > 0` mask comes with the top-level lra_code=true, not from a preset.
 LONGFORMER = {
-    "listops": (6, 512, 8, 512, 2048, 0.1, 0.1, "cls", "sinusoidal", 2001, 2048, False),
-    "text": (4, 256, 4, 256, 1024, 0.1, 0.1, "cls", "sinusoidal", 4001, 1024, False),
-    "retrieval": (4, 128, 4, 128, 512, 0.1, 0.1, "first", "sinusoidal", 4000, [512, 256], False),
-    "image": (4, 128, 4, 64, 128, 0.3, 0.2, "mean", "learned", 1024, 128, True),
-    "pathfinder": (2, 32, 2, 16, 32, 0.1, 0.1, "mean", "sinusoidal", 1024, 32, True),
-    "pathx": (2, 32, 2, 16, 32, 0.1, 0.1, "mean", "learned", 16384, 32, True),
+    "listops": (6, 512, 8, 512, 2048, 0.1, 0.1, "cls", "sinusoidal", 2001, 2048),
+    "text": (4, 256, 4, 256, 1024, 0.1, 0.1, "cls", "sinusoidal", 4001, 1024),
+    "retrieval": (4, 128, 4, 128, 512, 0.1, 0.1, "first", "sinusoidal", 4000, [512, 256]),
+    "image": (4, 128, 4, 64, 128, 0.3, 0.2, "mean", "learned", 1024, 128),
+    "pathfinder": (2, 32, 2, 16, 32, 0.1, 0.1, "mean", "sinusoidal", 1024, 32),
+    "pathx": (2, 32, 2, 16, 32, 0.1, 0.1, "mean", "learned", 16384, 32),
 }
 
 
 @pytest.mark.parametrize("task", list(LONGFORMER))
 def test_longformer_presets_hold_lra_s_settings(task: str) -> None:
-    (layers, emb, heads, qkv, mlp, drop, attn_drop, pool, pos, max_len, head, mask_zero) = LONGFORMER[task]
+    (layers, emb, heads, qkv, mlp, drop, attn_drop, pool, pos, max_len, head) = LONGFORMER[task]
     cfg = compose_config([f"experiment=lra/longformer-{task}", "paths.output_dir=/tmp/lra_bench_presets"])
     net, bb = cfg.model.net, cfg.model.net.backbone
     assert cfg.model.name == "longformer"

@@ -135,20 +135,21 @@ def test_backbone_trains_at_an_odd_length(cls_token: bool) -> None:
 
 
 # task: layers, emb, heads, qkv, mlp, dropout, attention dropout, pooling, positions, max length, head hidden,
-#       cls_token (use_cls_token), mask_zero_inputs (lra_benchmarks/<task>/configs/sparse_transformer_base.py)
+#       cls_token (use_cls_token) (lra_benchmarks/<task>/configs/sparse_transformer_base.py). Pixel 0 is data by
+#       default; LRA's `inputs > 0` mask comes with the top-level lra_code=true, not from a preset.
 SPARSE = {
-    "listops": (6, 512, 8, 512, 2048, 0.1, 0.1, "cls", "sinusoidal", 2001, 2048, True, False),
-    "text": (4, 256, 4, 256, 1024, 0.1, 0.1, "cls", "sinusoidal", 4001, 1024, True, False),
-    "retrieval": (4, 128, 4, 128, 512, 0.1, 0.1, "first", "sinusoidal", 4000, [512, 256], True, False),
-    "image": (1, 128, 8, 64, 128, 0.3, 0.2, "cls", "learned", 1025, 128, True, True),
-    "pathfinder": (1, 32, 8, 16, 32, 0.2, 0.1, "mean", "sinusoidal", 1024, 32, False, True),
-    "pathx": (1, 32, 8, 16, 32, 0.2, 0.1, "mean", "learned", 16384, 32, False, True),
+    "listops": (6, 512, 8, 512, 2048, 0.1, 0.1, "cls", "sinusoidal", 2001, 2048, True),
+    "text": (4, 256, 4, 256, 1024, 0.1, 0.1, "cls", "sinusoidal", 4001, 1024, True),
+    "retrieval": (4, 128, 4, 128, 512, 0.1, 0.1, "first", "sinusoidal", 4000, [512, 256], True),
+    "image": (1, 128, 8, 64, 128, 0.3, 0.2, "cls", "learned", 1025, 128, True),
+    "pathfinder": (1, 32, 8, 16, 32, 0.2, 0.1, "mean", "sinusoidal", 1024, 32, False),
+    "pathx": (1, 32, 8, 16, 32, 0.2, 0.1, "mean", "learned", 16384, 32, False),
 }
 
 
 @pytest.mark.parametrize("task", list(SPARSE))
 def test_sparse_transformer_presets_hold_lra_s_settings(task: str) -> None:
-    (layers, emb, heads, qkv, mlp, drop, attn_drop, pool, pos, max_len, head, cls_token, mask_zero) = SPARSE[task]
+    (layers, emb, heads, qkv, mlp, drop, attn_drop, pool, pos, max_len, head, cls_token) = SPARSE[task]
     cfg = compose_config([f"experiment=lra/sparse_transformer-{task}", "paths.output_dir=/tmp/lra_bench_presets"])
     net, bb = cfg.model.net, cfg.model.net.backbone
     assert cfg.model.name == "sparse_transformer"

@@ -1,6 +1,6 @@
-"""S4, S4D and Transformer presets hold the published settings (state-spaces/s4 configs/experiment/lra/s4-*.yaml;
-google-research/long-range-arena lra_benchmarks/*/configs/transformer_base.py); the efficient Transformers' Path-X
-presets follow the README's Path-X rule."""
+"""S4, S4D and Transformer presets hold the published settings (state-spaces/s4 configs/experiment/lra/s4-*.yaml at
+HEAD for S4, s4-lra-*.yaml at d589d98 for S4D; google-research/long-range-arena lra_benchmarks/*/configs/
+transformer_base.py); the efficient Transformers' Path-X presets follow the README's Path-X rule."""
 
 from __future__ import annotations
 
@@ -48,13 +48,30 @@ def compose(experiment: str):
     return compose_config([f"experiment=lra/{experiment}", "paths.output_dir=/tmp/lra_bench_presets"])
 
 
-@pytest.mark.parametrize("model", ["s4", "s4d"])
+# S4D: the S4D paper's setting, state-spaces/s4 d589d98 configs/experiment/lra/s4-lra-*.yaml run with mode=diag.
+# task: d_model, layers, prenorm, norm, dropout, n_ssm (None: one per channel, upstream's ${..d_model} or 256 = H), SSM lr {dt, A, B, C}, lr, weight decay, batch, epochs, dt_min,
+#       seed, pooling, (num_training_steps, num_warmup_steps), pixel (mean, std)
+_DICT_LR = {"dt": None, "A": 1e-3, "B": 1e-3, "C": None}
+S4D = {
+    "listops": (128, 8, False, "batch", 0.0, None, _DICT_LR, 0.01, 0.05, 50, 40, 1e-3, 2222, "mean", (80_000, 1000), None),
+    "text": (256, 6, True, "batch", 0.0, None, _DICT_LR, 0.01, 0.05, 16, 32, 1e-3, 2222, "mean", (50_000, 1000), None),
+    "retrieval": (256, 6, True, "batch", 0.0, None, _DICT_LR, 0.01, 0.05, 64, 20, 1e-3, 2222, "mean", (50_000, 2500), None),
+    "image": (512, 6, False, "layer", 0.1, 2, _DICT_LR, 0.01, 0.05, 50, 200, 1e-3, 2222, "mean", (200_000, 1000),
+              (122.6 / 255, 61 / 255)),
+    # scalar SSM lr 1e-3 (Delta, A, B); C at the global lr; the decoder reads the last position
+    "pathfinder": (256, 6, True, "batch", 0.0, None, {"dt": 1e-3, "A": 1e-3, "B": 1e-3, "C": None}, 0.004, 0.03, 64, 200,
+                   1e-3, 2222, "last", (500_000, 2500), (0.5, 0.5)),
+    "pathx": (256, 6, True, "batch", 0.0, None, {"dt": 5e-4, "A": 5e-4, "B": 5e-4, "C": None}, 5e-4, 0.05, 16, 50, 1e-4,
+              1112, "mean", (500_000, 10_000), (0.5, 0.5)),
+}
+
+
 @pytest.mark.parametrize("task", list(S4))
-def test_s4_presets_hold_the_published_settings(model: str, task: str) -> None:
+def test_s4_presets_hold_the_published_settings(task: str) -> None:
     d, n, prenorm, dropout, n_ssm, ssm_lr, lr, batch, epochs, dt_min, seed = S4[task]
-    cfg = compose(f"{model}-{task}")
+    cfg = compose(f"s4-{task}")
     bb = cfg.model.net.backbone
-    assert cfg.model.name == model and bb.mode == ("dplr" if model == "s4" else "diag") and bb.init == "legs"
+    assert cfg.model.name == "s4" and bb.mode == "dplr" and bb.init == "legs"
     assert (cfg.model.d_model, bb.n_layers, bb.d_state, bb.prenorm, bb.dropout, bb.n_ssm) == (d, 6, n, prenorm, dropout, n_ssm)
     assert (bb.norm, bb.bidirectional, bb.dt_min, bb.dt_max) == ("batch", True, dt_min, 0.1)
     assert (bb.lr if isinstance(ssm_lr, float) else dict(bb.lr)) == ssm_lr
@@ -63,6 +80,7 @@ def test_s4_presets_hold_the_published_settings(model: str, task: str) -> None:
     assert (cfg.scheduler.total_steps, cfg.scheduler.warmup_steps, cfg.scheduler.warmup_fraction) == (*S4_SCHEDULE[task], None)
     assert cfg.task.datamodule.drop_last is True
     assert cfg.model.net.pooling == "mean"
+    assert (bb.disc, bb.dt_transform, bb.b_clip, bb.c_init, bb.decay_norm_bias) == ("zoh", "softplus", 2.0, "normal", False)
     assert epochs * (TRAIN_ROWS[task] // batch) == S4_RUN_STEPS[task]
     if task == "listops":  # S4: l_max 2048 including an appended <eos>, vocabulary 18
         assert (cfg.task.max_length, cfg.task.vocab_size, cfg.task.datamodule.append_eos) == (2048, 18, True)
@@ -74,6 +92,35 @@ def test_s4_presets_hold_the_published_settings(model: str, task: str) -> None:
         assert (cfg.task.input, round(cfg.task.pixel_mean * 255, 1), round(cfg.task.pixel_std * 255, 1)) == ("real", 122.6, 61.0)
     if task in ("pathfinder", "pathx"):
         assert (cfg.task.input, cfg.task.pixel_mean, cfg.task.pixel_std, cfg.task.datamodule.split) == ("real", 0.0, 1.0, "random")
+
+
+@pytest.mark.parametrize("task", list(S4D))
+def test_s4d_presets_hold_the_s4d_papers_settings(task: str) -> None:
+    """state-spaces/s4 d589d98: the experiment configs, SSKernelDiag's defaults (bilinear, Delta = exp(log_dt)),
+    hippo.nplr without B_clip, C ~ CN(0, 1) * B, and no optimizer_param_grouping (biases and norms decayed)."""
+    d, layers, prenorm, norm, dropout, n_ssm, ssm_lr, lr, wd, batch, epochs, dt_min, seed, pooling, sched, pixel = S4D[task]
+    cfg = compose(f"s4d-{task}")
+    bb = cfg.model.net.backbone
+    assert cfg.model.name == "s4d" and bb.mode == "diag" and bb.init == "legs"
+    assert (cfg.model.d_model, bb.n_layers, bb.d_state, bb.prenorm, bb.norm, bb.dropout, bb.n_ssm) == (
+        d, layers, 64, prenorm, norm, dropout, n_ssm)
+    assert (bb.bidirectional, bb.dt_min, bb.dt_max, dict(bb.lr)) == (True, dt_min, 0.1, ssm_lr)
+    assert (bb.disc, bb.dt_transform, bb.b_clip, bb.c_init, bb.decay_norm_bias) == ("bilinear", "exp", None, "normal_times_b", True)
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.task.batch_size, cfg.trainer.max_epochs) == (lr, wd, batch, epochs)
+    assert (cfg.scheduler.decay, cfg.scheduler.total_steps, cfg.scheduler.warmup_steps, cfg.scheduler.warmup_fraction) == (
+        "cosine", *sched, None)
+    assert (cfg.seed, cfg.model.net.pooling, cfg.task.datamodule.drop_last, cfg.trainer.gradient_clip_val) == (seed, pooling, True, None)
+    if pixel is not None:
+        assert (cfg.task.input, cfg.task.pixel_mean, cfg.task.pixel_std) == ("real", pytest.approx(pixel[0]), pytest.approx(pixel[1]))
+    if task == "listops":
+        assert (cfg.task.max_length, cfg.task.vocab_size, cfg.task.datamodule.append_eos) == (2048, 18, True)
+    if task in ("text", "retrieval"):
+        assert cfg.task.datamodule.tokenizer == "chars" and cfg.task.datamodule.append_eos and cfg.task.vocab_size is None
+        assert cfg.task.max_length == (4096 if task == "text" else 4000)
+    if task == "retrieval":
+        assert (cfg.model.net.pair_features, cfg.model.net.head_hidden) == ("nli", 256)
+    if task in ("pathfinder", "pathx"):
+        assert cfg.task.datamodule.split == "random"
 
 
 @pytest.mark.parametrize("task", list(LRA_TRANSFORMER))

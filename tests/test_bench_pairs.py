@@ -93,7 +93,7 @@ def test_ssm_groups_build_the_text_presets_and_equal_single_layers() -> None:
             sizes[(group, model)] = (backbone.n_layers, backbone.d_model, backbone.d_state)
             if model == "s5" and group == "layer":
                 assert backbone.blocks == 4  # the preset's block size 192 / 12 = 16 kept
-    assert sizes[("backbone", "s4d")] == (6, 256, 4) and sizes[("backbone", "s5")] == (6, 256, 192)
+    assert sizes[("backbone", "s4d")] == (6, 256, 64) and sizes[("backbone", "s5")] == (6, 256, 192)
     assert sizes[("backbone", "lru")] == (6, 256, 192)
     assert {sizes[("layer", m)] for m in ssm.COMPARED} == {(1, 256, 64)}
 

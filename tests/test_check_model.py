@@ -79,6 +79,20 @@ class EvalBatchNormLeak(Backbone):
         return (z * keep).transpose(1, 2)
 
 
+class MakesCpuTensor(Backbone):
+    """Scales by ``torch.ones(x.size(-1))``, made without ``device=``: on a GPU it lands on the CPU and the product
+    raises. Also reads its longest length with ``.item()`` (a host sync)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        scale = torch.ones(x.size(-1))  # the device finding: no device=
+        longest = int(lengths.max().item())  # the host sync
+        return self.proj(x) * scale * length_mask(lengths, longest)[..., None]
+
+
 MODEL_YAML = """name: {name}
 d_model: 16
 net:
@@ -95,7 +109,7 @@ net:
     d_model: ${{model.d_model}}
 """
 BROKEN = {"attends_to_padding": "AttendsToPadding", "mixes_batch_rows": "MixesBatchRows", "unused_parameter": "UnusedParameter",
-          "not_a_backbone": "NotABackbone"}
+          "not_a_backbone": "NotABackbone", "makes_cpu_tensor": "MakesCpuTensor"}
 
 
 class NotABackbone(nn.Module):
@@ -116,7 +130,75 @@ def broken_conf(tmp_path_factory: pytest.TempPathFactory) -> str:
     (root / "model").mkdir()
     for name, cls in BROKEN.items():
         (root / "model" / f"{name}.yaml").write_text(MODEL_YAML.format(name=name, cls=cls))
+    # a researcher's slips: a name that is not the file's, a _target_ with a typo
+    (root / "model" / "misnamed.yaml").write_text(MODEL_YAML.format(name="wrongname", cls="MixesBatchRows"))
+    (root / "model" / "target_typo.yaml").write_text(MODEL_YAML.format(name="target_typo", cls="MixesBatchRow"))
     return f"file://{root}"
+
+
+def test_each_row_shows_its_threshold_and_a_failing_row_its_likely_cause(broken_conf: str) -> None:
+    results = {r.name: r for r in run_checks(Target(model="attends_to_padding", quick=True, searchpath=(broken_conf,)),
+                                             only=("pads", "gradients"))}
+    values = results["pads: values at pads are ignored"]
+    assert values.failed and "mask the keys of an attention" in values.cause
+    assert values.threshold.startswith("≤ ") and values.threshold.endswith("(0.0001 × max(1, max |y|))")
+    assert results["pads: backbone output is zero at pads"].threshold == "= 0 exactly"
+    passed = results["gradients: every parameter, finite and non-zero"]
+    assert not passed.failed and passed.threshold == "all tensors" and passed.cause == ""
+    unused = {r.name: r for r in run_checks(Target(model="unused_parameter", quick=True, searchpath=(broken_conf,)),
+                                            only=("gradients",))}["gradients: every parameter, finite and non-zero"]
+    assert unused.failed and unused.cause == "a layer built but never called in forward"
+
+
+def test_the_operations_row_separates_linear_from_quadratic_and_is_the_same_on_every_run(broken_conf: str) -> None:
+    """FLOPs are counted, not timed: a loaded machine cannot move them (the time row's exponent moved from 0.12 to
+    1.66 between two runs on a busy machine)."""
+    def operations(model: str) -> tuple[str, str]:
+        results = run_checks(Target(model=model, quick=True, searchpath=(broken_conf,)), only=("cost",))
+        row = {r.name: r for r in results}["cost: operations of a training step"]
+        return row.figure, row.detail
+
+    linear, quadratic = operations("mixes_batch_rows"), operations("attends_to_padding")
+    assert operations("mixes_batch_rows") == linear  # the same counts, to the digit
+    slope = lambda figure: float(figure.split()[1])  # noqa: E731
+    assert 0.95 <= slope(linear[0]) <= 1.05 and slope(quadratic[0]) >= 1.5, (linear, quadratic)
+    assert "GFLOP" in linear[1]
+
+
+def test_a_name_that_is_not_the_file_name_fails_the_check_naming_both(broken_conf: str) -> None:
+    ((status, figure, detail),) = check("misnamed", broken_conf).values()
+    assert status == FAIL and figure == "name is not the file's"
+    assert "model=misnamed" in detail and "declares name: wrongname" in detail and "set name: misnamed" in detail
+
+
+@pytest.mark.slow
+def test_train_names_the_file_and_its_name_when_they_differ(broken_conf: str, tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "lra_bench.train", f"hydra.searchpath=[{broken_conf}]", "model=misnamed",
+                           "logger=none", f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}"],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == ("error: model=misnamed: conf/model/misnamed.yaml declares name: wrongname; "
+                                                    "a model's name must be its file name: set name: misnamed")
+
+
+def test_a_target_typo_is_reported_whole_with_the_closest_existing_name(broken_conf: str) -> None:
+    ((status, figure, detail),) = check("target_typo", broken_conf).values()
+    assert status == FAIL and figure == "does not build"
+    assert "_target_ 'tests.test_check_model.MixesBatchRow' cannot be loaded: ModuleNotFoundError" in detail
+    assert "Are you sure that 'MixesBatchRow' is importable" in detail  # the reason Hydra's first line cut off
+    assert detail.endswith("closest existing name: tests.test_check_model.MixesBatchRows")
+
+
+def test_train_refuses_a_target_typo_with_one_line(broken_conf: str) -> None:
+    from lra_bench import train as train_mod
+    from lra_bench.errors import ConfigError
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["model=target_typo", f"hydra.searchpath=[{broken_conf}]", "logger=none"], return_hydra_config=True)
+    with pytest.raises(ConfigError, match=r"model target_typo: _target_ .*closest existing name: "
+                                          r"tests.test_check_model.MixesBatchRows$"):
+        train_mod.build(cfg)
 
 
 def check(name: str, searchpath: str, only: tuple[str, ...] = CORRECTNESS) -> dict[str, tuple[str, str, str]]:
@@ -148,6 +230,16 @@ def test_a_model_with_an_unused_parameter_fails_the_gradient_check_naming_it(bro
     assert failed(rows) == {"gradients: every parameter, finite and non-zero"}
     status, figure, detail = rows["gradients: every parameter, finite and non-zero"]
     assert figure == "7/9 tensors" and detail == "no gradient (unused): backbone.unused.weight, backbone.unused.bias"
+
+
+def test_a_tensor_made_in_forward_without_a_device_fails_the_device_row_naming_its_line(broken_conf: str) -> None:
+    rows = check("makes_cpu_tensor", broken_conf, only=("device", "gradients"))
+    assert failed(rows) == {"device: every tensor made on the input's device"}
+    status, figure, detail = rows["device: every tensor made on the input's device"]
+    line = next(i for i, text in enumerate(open(__file__), 1) if "# the device finding" in text)
+    assert figure == "1 call(s) without device=" and detail == f"would land on the CPU: torch.ones at tests/test_check_model.py:{line}"
+    status, figure, detail = rows["device: host syncs (stall a GPU)"]
+    assert (status, figure) == (INFO, "1 sync(s)") and detail == f"item at tests/test_check_model.py:{line + 1}"
 
 
 def test_a_module_that_breaks_the_protocol_stops_at_the_protocol_row(broken_conf: str) -> None:
@@ -211,7 +303,7 @@ def test_every_builtin_model_passes_quick_mode(model: str) -> None:
     assert not failures, failures
     by_name = {r.name: r for r in results}
     assert {"protocol: forward(x, lengths) and hooks", "pads: token ids, pair (2B rows)", "rows: batch rows are independent (eval)",
-            "gradients: every parameter, finite and non-zero", "eval: deterministic", "bf16 autocast: finite",
+            "gradients: every parameter, finite and non-zero", "device: every tensor made on the input's device", "eval: deterministic", "bf16 autocast: finite",
             "cost: time of a training step", "budget: parameters vs Transformer / Mega",
             "trains: loss falls on a synthetic task"} <= set(by_name)
     if model in ("s4", "s4d", "s5", "lru"):  # BatchNorm: rows share batch statistics in train mode, as in S4's reference

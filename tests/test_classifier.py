@@ -24,7 +24,7 @@ def test_masked_mean_ignores_pads() -> None:
     torch.testing.assert_close(masked_mean(x, torch.tensor([2, 3])), torch.tensor([[2.0], [4.0]]))
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls", "sum"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "sum", "last"])
 def test_logits_do_not_depend_on_padding(pooling: str) -> None:
     torch.manual_seed(0)
     backbone = TransformerEncoder(16, 1, 2, 32, dropout=0.0, attn_dropout=0.0, max_length=32)
@@ -56,6 +56,38 @@ def test_token_embedding_init_std_is_configurable() -> None:
     mega = SequenceClassifier(Identity(), 256, 2, vocab_size=5000, embed_init_std=None)
     assert lra.embedding.weight.std().item() == pytest.approx(1.0, rel=0.05)
     assert mega.embedding.weight.std().item() == pytest.approx(256**-0.5, rel=0.05)
+
+
+def test_last_pooling_reads_each_rows_last_real_position() -> None:
+    """S4's ``mode: last`` decoder (d589d98 Pathfinder): per row the output at lengths - 1, never a pad."""
+    net = SequenceClassifier(Identity(), 4, 2, vocab_size=10, pooling="last", head_hidden=0)
+    tokens = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 8, 9, 1]])
+    lengths = torch.tensor([3, 5])
+    emb = net.embedding(tokens)
+    torch.testing.assert_close(net.encode(tokens, lengths), torch.stack([emb[0, 2], emb[1, 4]]))
+    torch.testing.assert_close(net.encode(tokens[:1, :3], lengths[:1]), emb[:1, 2])  # the same row unpadded
+
+
+def test_lecun_onehot_embedding_is_flax_dense_on_one_hot_tokens() -> None:
+    """S5 / minimal-LRU: one_hot(tokens, in_dim) -> flax nn.Dense: lecun_normal rows (truncated at +-2 raw sd,
+    sd in_dim^-1/2) and a zero bias shared by every token."""
+    torch.manual_seed(0)
+    for fan_in in (None, 20):
+        net = SequenceClassifier(Identity(), 2000, 2, vocab_size=18, embed_init="lecun_onehot", embed_fan_in=fan_in)
+        emb, sd = net.embedding, (fan_in or 18) ** -0.5
+        assert emb.weight.std().item() == pytest.approx(sd, rel=0.02)
+        assert emb.weight.abs().max().item() <= 2 * sd / 0.87962566103423978 + 1e-6  # truncated at 2 raw sd
+        assert emb.weight.abs().max().item() > 1.9 * sd / 0.87962566103423978  # ... and not narrower
+        assert torch.equal(emb.bias, torch.zeros(2000)) and emb.bias.requires_grad
+        tokens = torch.tensor([[1, 5, 17]])
+        with torch.no_grad():
+            emb.bias.add_(1.0)
+        one_hot = torch.nn.functional.one_hot(tokens, 18).float()
+        torch.testing.assert_close(emb(tokens), one_hot @ emb.weight + emb.bias)  # Dense(one_hot) = row + bias
+    with pytest.raises(ValueError, match="embed_fan_in=10"):
+        SequenceClassifier(Identity(), 8, 2, vocab_size=18, embed_init="lecun_onehot", embed_fan_in=10)
+    with pytest.raises(ValueError, match="embed_init"):
+        SequenceClassifier(Identity(), 8, 2, vocab_size=18, embed_init="xavier")
 
 
 def test_real_number_embedding_normalises_pixels() -> None:

@@ -18,10 +18,15 @@ import torch
 from omegaconf import OmegaConf
 
 from lra_bench.models.attention.bigbird import BigBirdAttention
+from lra_bench.models.attention.linear import LinearAttention
+from lra_bench.models.attention.linformer import LinformerAttention
 from lra_bench.models.attention.local import LocalAttention
+from lra_bench.models.attention.longformer import LongformerAttention
+from lra_bench.models.attention.performer import PerformerAttention
 from lra_bench.models.attention.reformer import ReformerAttention
 from lra_bench.models.attention.sinkhorn import SinkhornAttention
 from lra_bench.models.attention.softmax import SoftmaxAttention
+from lra_bench.models.attention.sparse import SparseAttention
 from lra_bench.models.attention.synthesizer import SynthesizerAttention
 from lra_bench.models.attention.transformer import TransformerEncoder
 from lra_bench.models.classifier import SequenceClassifier
@@ -374,6 +379,211 @@ def test_synthesizer_lra_code_is_lras_code(mode: str, ignore_dot_product: bool) 
     torch.testing.assert_close(m(x, mask), torch.from_numpy(ref), **TOL)
 
 
+# ---- Linformer: linformer_attention.py -------------------------------------------------------------------------------
+
+def lra_linformer(x, m: LinformerAttention):  # LinformerAttention.apply, lines 113-178 (padding_mask never used)
+    B, L, D = x.shape
+    H = m.n_heads
+    q, k, v = (np.einsum("bld,dhe->blhe", x, dense_general_in(p.weight, H)) for p in (m.query, m.key, m.value))
+    kernel = as_np(m.E).T  # lr_kernel (max_len, low_rank_features)
+
+    def low_rank_projection(t):  # lines 127-137
+        t = t.transpose((0, 3, 2, 1))  # (B, E, H, L)
+        return np.einsum("behl,lk->behk", t, kernel[:L]).transpose((0, 3, 2, 1))  # (B, k, H, E)
+
+    k, v = low_rank_projection(k), low_rank_projection(v)
+    w = flax_softmax(np.einsum("bqhe,bkhe->bhqk", q / np.sqrt(q.shape[-1]), k), None)  # bias=None (line 159)
+    y = np.einsum("bhqk,bkhe->bqhe", w, v)
+    return np.einsum("blhe,hed->bld", y, dense_general_out(m.out.weight, H))
+
+
+def lra_masks(B: int, L: int) -> torch.Tensor:
+    """LRA's ``inputs > 0``: holes (black pixels) in row 0, a padded tail in row 1."""
+    mask = torch.ones(B, L, dtype=torch.bool)
+    mask[0, [1, 4, 5, L - 3]] = False
+    mask[1, L - 7:] = False
+    return mask
+
+
+def test_linformer_lra_code_is_lras_code_and_ignores_the_mask() -> None:
+    torch.manual_seed(0)
+    m = LinformerAttention(16, 2, max_length=24, k=6, lra_code=True).double().eval()
+    x = torch.randn(2, 20, 16, dtype=torch.float64)
+    ref = torch.from_numpy(lra_linformer(as_np(x), m))
+    torch.testing.assert_close(m(x, lra_masks(2, 20)), ref, **TOL)
+    torch.testing.assert_close(m(x, None), ref, **TOL)
+    paper = LinformerAttention(16, 2, max_length=24, k=6).double().eval()
+    paper.load_state_dict(m.state_dict())
+    assert not torch.allclose(paper(x, lra_masks(2, 20)), ref)  # the default keeps masked keys out
+
+
+# ---- Linear Transformer: linear_attention.py -------------------------------------------------------------------------
+
+def lra_linear(x, m: LinearAttention):  # LinearAttention.apply, lines 137-195, linear_attention lines 63-72
+    H = m.n_heads
+    q, k, v = (np.einsum("bld,dhe->blhe", x, W) for W in fused(m.qkv, H))
+    elu1 = lambda t: np.where(t > 0, t, np.expm1(t)) + 1  # noqa: E731  nn.elu(x) + 1
+    qm, km = elu1(q), elu1(k)
+    kv = np.einsum("nshd,nshm->nhmd", km, v)
+    z = 1 / (np.einsum("nlhd,nhd->nlh", qm, km.sum(1)) + 1e-6)
+    y = np.einsum("nlhd,nhmd,nlh->nlhm", qm, kv, z)
+    return np.einsum("blhe,hed->bld", y, dense_general_out(m.out.weight, H))
+
+
+def test_linear_attention_lra_code_is_lras_code_and_ignores_the_mask() -> None:
+    torch.manual_seed(0)
+    m = LinearAttention(16, 2, lra_code=True).double().eval()
+    x = torch.randn(2, 20, 16, dtype=torch.float64)
+    ref = torch.from_numpy(lra_linear(as_np(x), m))
+    torch.testing.assert_close(m(x, lra_masks(2, 20)), ref, **TOL)
+    paper = LinearAttention(16, 2).double().eval()
+    paper.load_state_dict(m.state_dict())
+    assert not torch.allclose(paper(x, lra_masks(2, 20)), ref)
+
+
+# ---- Performer: performer_attention.py -------------------------------------------------------------------------------
+
+def lra_gaussian_orthogonal(M: int, E: int, normal) -> np.ndarray:  # GaussianOrthogonalRandomMatrix, lines 349-377
+    blocks = []
+    for _ in range(M // E):
+        q, _ = np.linalg.qr(normal((E, E)))  # Q as QR returns it: no sign fix
+        blocks.append(q.T)
+    if M % E:
+        q, _ = np.linalg.qr(normal((E, E)))
+        blocks.append(q.T[: M % E])
+    multiplier = np.linalg.norm(normal((M, E)), axis=1)  # scaling == 0
+    return np.diag(multiplier) @ np.vstack(blocks)
+
+
+def lra_performer(x, m: PerformerAttention):
+    """flax SelfAttention's projections around FastAttentionviaLowRankDecomposition.dot_product_attention (lines
+    550-705, bidirectional, renormalised; ``bias``, the padding mask, unused). Returns (output, W)."""
+    H = m.n_heads
+    q, k, v = (np.einsum("bld,dhe->bhle", x, W) for W in fused(m.qkv, H))  # qk_perm: (B, H, L, E)
+    E = q.shape[-1]
+    W = None
+    if m.features != "deterministic":  # redraw_features: PRNGKey(int32(ceil(sum(query) * 1e7))), lines 579-584
+        seed = int(np.clip(np.ceil(q.sum() * 1e7), -(2**31), 2**31 - 1))
+        g = torch.Generator().manual_seed(seed)  # torch's draws in JAX's order (JAX's values are not reproduced)
+        W = lra_gaussian_orthogonal(m.projection.size(0), E,
+                                    lambda shape: torch.randn(*shape, generator=g, dtype=torch.float64).numpy())
+    if m.kernel == "softmax":  # nonnegative_softmax_kernel_feature_creator, lines 75-108
+        eps, normalizer, ratio = m.feature_eps, E ** -0.25, W.shape[0] ** -0.5
+
+        def features(t, is_query):
+            dash = np.einsum("bhle,me->bhlm", normalizer * t, W)
+            diag = (np.square(t).sum(-1, keepdims=True) / 2.0) * normalizer * normalizer
+            top = dash.max(-1, keepdims=True) if is_query else dash.max((-1, -2), keepdims=True)
+            return ratio * (np.exp(dash - diag - top) + eps)
+
+        qp, kp = features(q, True), features(k, False)
+    else:  # generalized_kernel_feature_creator, deterministic: relu(x) + kernel_epsilon, lines 181-186
+        qp, kp = np.maximum(q, 0) + m.feature_eps, np.maximum(k, 0) + m.feature_eps
+    num = np.einsum("bhlm,bhme->bhle", qp, np.einsum("bhlm,bhle->bhme", kp, v))
+    R = np.einsum("bhlm,bhm->bhl", qp, kp.sum(2))
+    R = R + 2 * m.stabilizer * (np.abs(R) <= m.stabilizer)
+    y = num * (1.0 / R)[..., None]
+    return np.einsum("bhle,hed->bld", y, dense_general_out(m.out.weight, H)), W
+
+
+@pytest.mark.parametrize("kernel, n_features", [("softmax", 2), ("softmax", 12), ("relu", None)])
+def test_performer_lra_code_is_lras_code(kernel: str, n_features: int | None) -> None:
+    """ListOps' FAVOR+ (2 features < E = 8; 12: a full block and 4 rows) redrawn at every call, eval too, from the
+    queries' seed, Q unfixed; the other tasks' relu kernel. The mask is ignored."""
+    torch.manual_seed(0)
+    kw = dict(kernel="softmax", features="ortho", n_features=n_features, redraw=True, feature_eps=1e-6,
+              stabilizer=1e-6) if kernel == "softmax" else {}
+    m = PerformerAttention(16, 2, lra_code=True, **kw).double().eval()
+    x = torch.randn(2, 20, 16, dtype=torch.float64)
+    ref, W = lra_performer(as_np(x), m)
+    torch.testing.assert_close(m(x, lra_masks(2, 20)), torch.from_numpy(ref), **TOL)
+    if W is not None:
+        torch.testing.assert_close(m.projection, torch.from_numpy(W), **TOL)
+        other = m(x[:, :, torch.randperm(16)], None)  # other queries: another seed, another W
+        assert not torch.allclose(m.projection, torch.from_numpy(W))
+        m.train()
+        torch.testing.assert_close(m(x, None), torch.from_numpy(ref), **TOL)  # the same draw in training
+        assert other.shape == x.shape
+
+
+def test_performer_default_fixes_qr_signs_lra_code_does_not() -> None:
+    """LAPACK's Householder QR gives Q[0, 0] < 0 always (r_11 = -sign(a_11)|a_1|): LRA's first rows all start with a
+    negative entry before the chi rescaling; the default's sign fix makes them symmetric."""
+    from lra_bench.models.attention.performer import haar_orthogonal
+
+    torch.manual_seed(0)
+    lra = torch.stack([haar_orthogonal(4, sign_fix=False)[0, 0] for _ in range(200)])
+    fixed = torch.stack([haar_orthogonal(4)[0, 0] for _ in range(200)])
+    assert (lra < 0).all() and 50 < int((fixed < 0).sum()) < 150
+
+
+# ---- Longformer: longformer_attention.py -----------------------------------------------------------------------------
+
+def lra_longformer(x, mask, m: LongformerAttention):  # LongformerAttention.apply, lines 203-287, global_mask None
+    B, L, D = x.shape
+    H = m.n_heads
+    q, k, v = (np.einsum("bld,dhe->blhe", x, W) for W in fused(m.qkv, H))  # the *_sliding_window projections
+    right = m.window_size // 2
+    left = m.window_size - right
+    band = sum(np.eye(L, k=-i) for i in range(left)) + sum(np.eye(L, k=i) for i in range(1, right + 1))  # 59-66
+    pm = mask[..., None].astype(np.float64)
+    allowed = (band[None, None] > 0) & make_padding_mask(pm, pm)  # lines 96-105, 119-128
+    w = flax_softmax(np.einsum("bqhe,bkhe->bhqk", q / np.sqrt(q.shape[-1]), k), allowed)
+    y = np.einsum("bhqk,bkhe->bqhe", w, v)  # x_sw: no position is global (line 273)
+    return np.einsum("blhe,hed->bld", y, dense_general_out(m.out.weight, H))
+
+
+@pytest.mark.parametrize("window", [5, 6])
+def test_longformer_lra_code_is_lras_code_pads_included(window: int) -> None:
+    """Every position, pads too (LRA's mean pooling counts them): a masked query averages all values."""
+    torch.manual_seed(0)
+    m = LongformerAttention(16, 2, window_size=window, lra_code=True).double().eval()
+    x = torch.randn(2, 23, 16, dtype=torch.float64)
+    tail_only = torch.ones(2, 23, dtype=torch.bool)
+    tail_only[1, 16:] = False  # text: pads only, no holes
+    for mask in (lra_masks(2, 23), tail_only):
+        torch.testing.assert_close(m(x, mask), torch.from_numpy(lra_longformer(as_np(x), as_np(mask), m)), **TOL)
+    with pytest.raises(ValueError, match="passes no global_mask"):
+        LongformerAttention(16, 2, n_global=1, lra_code=True)
+
+
+# ---- Sparse Transformer: sparse_attention.py -------------------------------------------------------------------------
+
+def lra_sparse_mask(n: int, block_size: int, c: int) -> np.ndarray:  # build_mask, lines 63-95, Fixed1 | Fixed2
+    r = np.arange(n)
+    q, k = r[:, None], r[None, :]
+    fixed1 = (q // block_size == k // block_size) & (k <= q)
+    rem = np.remainder(k, block_size)
+    fixed2 = ((rem == 0) | (rem >= block_size - c)) & (k <= q)
+    return fixed1 | fixed2
+
+
+def lra_sparse(x, mask, m: SparseAttention):  # SparseAttention.apply, lines 153-263
+    B, L, D = x.shape
+    H = m.n_heads
+    q, k, v = (np.einsum("bld,dhe->blhe", x, W) for W in fused(m.qkv, H))
+    if m.cls_token:  # lines 185-191: the pattern over L - 1 positions, row and column 0 all True
+        sparse = np.pad(lra_sparse_mask(L - 1, m.block_size, m.c), ((1, 0), (1, 0)), constant_values=True)
+    else:
+        sparse = lra_sparse_mask(L, m.block_size, m.c)
+    pm = mask[..., None].astype(np.float64)
+    allowed = sparse[None, None] & make_padding_mask(pm, pm)
+    w = flax_softmax(np.einsum("bqhe,bkhe->bhqk", q / np.sqrt(q.shape[-1]), k), allowed)
+    return np.einsum("blhe,hed->bld", np.einsum("bhqk,bkhe->bqhe", w, v), dense_general_out(m.out.weight, H))
+
+
+@pytest.mark.parametrize("cls_token", [False, True])
+def test_sparse_attention_is_lras_code_pads_included(cls_token: bool) -> None:
+    """Under LRA's input pipeline (``inputs > 0``, pads counted by the pooling) the one mechanism is LRA's."""
+    torch.manual_seed(0)
+    m = SparseAttention(16, 2, block_size=5, c=2, cls_token=cls_token).double().eval()
+    x = torch.randn(2, 23, 16, dtype=torch.float64)
+    tail_only = torch.ones(2, 23, dtype=torch.bool)
+    tail_only[1, 16:] = False
+    for mask in (lra_masks(2, 23), tail_only):
+        torch.testing.assert_close(m(x, mask), torch.from_numpy(lra_sparse(as_np(x), as_np(mask), m)), **TOL)
+
+
 # ---- Transformer: flax nn.SelfAttention with make_attention_mask ------------------------------------------------------
 
 def test_softmax_attention_with_lras_mask_is_flax_self_attention() -> None:
@@ -395,7 +605,8 @@ def test_softmax_attention_with_lras_mask_is_flax_self_attention() -> None:
 
 def classifier(lra_code: bool, pooling: str = "mean") -> SequenceClassifier:
     torch.manual_seed(0)
-    backbone = TransformerEncoder(16, 1, 2, 32, dropout=0.0, attn_dropout=0.0, max_length=12, positions="learned")
+    backbone = TransformerEncoder(16, 1, 2, 32, dropout=0.0, attn_dropout=0.0, max_length=12, positions="learned",
+                                  lra_code=lra_code)
     return SequenceClassifier(backbone, 16, 3, vocab_size=20, padding_idx=0, pooling=pooling, head_hidden=8,
                               lra_code=lra_code).double().eval()
 
@@ -427,6 +638,128 @@ class OwnBackbone(torch.nn.Module):
 def test_lra_code_refuses_a_backbone_lra_never_ran() -> None:
     with pytest.raises(ValueError, match="OwnBackbone is not one of them: set lra_code=false"):
         SequenceClassifier(OwnBackbone(), 16, 3, vocab_size=20, lra_code=True)
+
+
+# ---- the block, embedding and head: models/transformer/transformer.py, layers/common_layers.py -----------------------
+
+def flax_layer_norm(x, norm: torch.nn.LayerNorm) -> np.ndarray:  # flax.deprecated.nn.LayerNorm, epsilon 1e-6
+    mean = x.mean(-1, keepdims=True)
+    var = np.square(x).mean(-1, keepdims=True) - np.square(mean)
+    return (x - mean) / np.sqrt(var + 1e-6) * as_np(norm.weight) + as_np(norm.bias)
+
+
+def flax_gelu(x):  # nn.gelu = jax.nn.gelu, approximate=True
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def dense(x, linear: torch.nn.Linear):
+    return x @ as_np(linear.weight).T + (0.0 if linear.bias is None else as_np(linear.bias))
+
+
+def lra_encode(tokens, net: SequenceClassifier, cls: bool):  # TransformerEncoder.apply, lines 145-214, deterministic
+    bb = net.backbone
+    pm = (tokens > 0)[..., None]  # line 148
+    x = as_np(net.embedding.weight)[tokens]  # nn.Embed
+    if cls:  # lines 161-167
+        x = np.concatenate([np.broadcast_to(as_np(net.cls), (x.shape[0], 1, x.shape[2])), x], axis=1)
+        pm = np.concatenate([pm[:, :1], pm], axis=1)
+    x = x + as_np(bb.positions.table)[: x.shape[1]]  # AddPositionEmbs, learned (posembed_input)
+    pmf = pm.astype(np.float64)
+    for layer in bb.layers:  # TransformerBlock, lines 57-88
+        h = flax_layer_norm(x, layer.norm1)
+        H = layer.attn.n_heads
+        q, k, v = (np.einsum("bld,dhe->blhe", h, W) for W in fused(layer.attn.qkv, H))
+        w = flax_softmax(np.einsum("bqhe,bkhe->bhqk", q / np.sqrt(q.shape[-1]), k), make_padding_mask(pmf, pmf))
+        y = np.einsum("bhqk,bkhe->bqhe", w, v)
+        x = x + np.einsum("blhe,hed->bld", y, dense_general_out(layer.attn.out.weight, H))
+        y = flax_layer_norm(x, layer.norm2)
+        x = x + dense(flax_gelu(dense(y, layer.mlp[0])), layer.mlp[3])  # MlpBlock, common_layers.py:154-163
+    encoded = flax_layer_norm(x, bb.final_norm)  # encoder_norm
+    return encoded[:, 0] if cls else encoded.mean(1)  # classifier_head pooling, common_layers.py:181-188
+
+
+def lra_head(pooled, net: SequenceClassifier):  # classifier_head / classifier_head_dual: Dense -> relu ... -> logits
+    dense_layers = [m for m in net.head.net if isinstance(m, torch.nn.Linear)]
+    for linear in dense_layers[:-1]:
+        pooled = np.maximum(dense(pooled, linear), 0.0)
+    return dense(pooled, dense_layers[-1])
+
+
+def lra_block_classifier(pooling: str, pair: bool = False) -> SequenceClassifier:
+    torch.manual_seed(0)
+    backbone = TransformerEncoder(16, 2, 2, 32, d_qkv=8, dropout=0.0, attn_dropout=0.0, max_length=13,
+                                  positions="learned", lra_code=True)
+    return SequenceClassifier(backbone, 16, 3, vocab_size=20, pooling=pooling, head_hidden=[8, 4] if pair else 8,
+                              head_activation="relu", pair=pair, lra_code=True).double().eval()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_lra_code_block_embedding_and_head_are_lras_encoder(pooling: str) -> None:
+    """Embedding, CLS, positions, pre-LN blocks (flax LayerNorm eps 1e-6, tanh GELU), final norm, pooling, head:
+    the whole classifier against LRA's TransformerEncoder + classifier_head, and the dual encoder's head."""
+    tokens = torch.tensor([[5, 3, 0, 7, 2, 9], [0, 4, 9, 1, 0, 0]])  # a black first pixel: CLS inherits its mask
+    lengths = torch.tensor([6, 4])
+    net = lra_block_classifier(pooling)
+    padded = np.pad(as_np(tokens), ((0, 0), (0, 13 - (pooling == "cls") - 6)))  # LRA's fixed length (max_len)
+    ref = lra_head(lra_encode(padded, net, pooling == "cls"), net)
+    with torch.no_grad():
+        torch.testing.assert_close(net(tokens, lengths), torch.from_numpy(ref), **TOL)
+    dual = lra_block_classifier("mean", pair=True)
+    tokens2 = torch.tensor([[8, 8, 1], [2, 0, 3]])
+    u = lra_encode(np.pad(as_np(tokens), ((0, 0), (0, 7))), dual, False)
+    v = lra_encode(np.pad(as_np(tokens2), ((0, 0), (0, 10))), dual, False)
+    with torch.no_grad():
+        out = dual(tokens, lengths, tokens2, torch.tensor([3, 3]))
+    torch.testing.assert_close(out, torch.from_numpy(lra_head(np.concatenate([u, v], 1), dual)), **TOL)
+
+
+def test_lra_code_block_settings_and_inits_default_keeps_the_definitions() -> None:
+    """lra_code: tanh GELU, eps 1e-6, MlpBlock xavier kernels with N(0, 1e-6) biases (common_layers.py:151-152),
+    the head lecun-normal (flax nn.Dense's default, truncated at 2 sd). Default: exact GELU, eps 1e-5."""
+    from lra_bench.models.classifier import ClassifierHead
+
+    torch.manual_seed(0)
+    lra = TransformerEncoder(64, 1, 2, 256, max_length=8, lra_code=True)
+    paper = TransformerEncoder(64, 1, 2, 256, max_length=8)
+    block, default = lra.layers[0], paper.layers[0]
+    assert block.mlp[1].approximate == "tanh" and default.mlp[1].approximate == "none"
+    assert {block.norm1.eps, block.norm2.eps, lra.final_norm.eps} == {1e-6}
+    assert {default.norm1.eps, default.norm2.eps, paper.final_norm.eps} == {1e-5}
+    for linear in (block.mlp[0], block.mlp[3]):
+        bound = (6 / sum(linear.weight.shape)) ** 0.5
+        assert 0.9 * bound < linear.weight.abs().max() <= bound
+        assert 0 < linear.bias.abs().max() < 1e-5
+    head = ClassifierHead(512, 10, 512, "relu", 0.0, True, lra_code=True).net[0]
+    std = 512 ** -0.5
+    assert head.weight.std().item() == pytest.approx(std, rel=0.02)
+    assert head.weight.abs().max() <= 2 * std / 0.87962566103423978 and (head.bias == 0).all()
+
+
+def test_sinusoidal_table_is_lras_float64_init() -> None:
+    """LRA's sinusoidal_init computes the angles in float64 (numpy) and stores float32; float32 angles are off by
+    up to ~2e-4 at position 4000."""
+    from lra_bench.models.attention.transformer import sinusoidal_table
+
+    max_len, d = 4097, 64
+    position = np.arange(0, max_len)[:, np.newaxis]  # common_layers.py:64-75
+    div_term = np.exp(np.arange(0, d, 2) * -(np.log(10000.0) / d))
+    pe = np.zeros((max_len, d), dtype=np.float32)
+    pe[:, 0::2] = np.sin(position * div_term)
+    pe[:, 1::2] = np.cos(position * div_term)
+    assert np.abs(as_np(sinusoidal_table(max_len, d)) - pe).max() <= 6e-8  # at most one float32 rounding apart
+    f32 = (torch.arange(max_len, dtype=torch.float32)[:, None]
+           * torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d)))
+    assert np.abs(torch.sin(f32).numpy() - pe[:, 0::2]).max() > 1e-5
+
+
+def test_lra_code_refuses_a_half_switched_model() -> None:
+    with pytest.raises(ValueError, match="LinformerAttention has lra_code=True: build both from the one top-level"):
+        TransformerEncoder(16, 1, 2, 32, max_length=8,
+                           attention=lambda **kw: LinformerAttention(16, 2, max_length=8, lra_code=True))
+    with pytest.raises(ValueError, match="TransformerEncoder.lra_code=False: build both"):
+        SequenceClassifier(TransformerEncoder(16, 1, 2, 32, max_length=8), 16, 3, vocab_size=20, lra_code=True)
+    with pytest.raises(ValueError, match="pre-LN with GELU"):
+        TransformerEncoder(16, 1, 2, 32, max_length=8, prenorm=False, lra_code=True)
 
 
 # ---- the schedule: utils/train_utils.py create_learning_rate_scheduler ------------------------------------------------
@@ -465,14 +798,15 @@ def test_no_preset_sets_an_option_of_the_switch() -> None:
 
 
 @pytest.mark.parametrize("model", ["transformer", "reformer", "bigbird", "sinkhorn", "local", "synthesizer",
-                                   "linformer", "performer"])
+                                   "linformer", "performer", "linear_transformer", "longformer", "sparse_transformer"])
 def test_every_mechanism_follows_the_one_switch(model: str) -> None:
     for switch in (False, True):
         cfg = compose_config([f"experiment=lra/{model}-image", f"lra_code={str(switch).lower()}",
                               "paths.output_dir=/tmp/lra_bench_presets"])
         assert cfg.model.net.lra_code is switch and cfg.scheduler.lra_cosine is switch
+        assert cfg.model.net.backbone.lra_code is switch  # the block
         attention = cfg.model.net.backbone.attention
-        if model in ("reformer", "bigbird", "sinkhorn", "local", "synthesizer"):
+        if model not in ("transformer", "sparse_transformer"):  # softmax and Sparse compute the same either way
             assert attention.lra_code is switch
 
 

@@ -13,6 +13,7 @@ from lra_bench.models.ssm.lru import LRU, LRUEncoder, LRULayer
 from lra_bench.training.optim import build_param_groups
 from tests.conftest import compose_config
 from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_flax_dense_init,
+                              assert_token_preset_embeds_one_hot_tokens_with_a_flax_dense,
                               assert_real_positions_ignore_padding, assert_sees_the_past_only_unless_bidirectional,
                               flax_gelu, with_nontrivial_norm_stats)
 
@@ -213,3 +214,11 @@ def test_lru_presets_hold_the_papers_lra_settings(task: str) -> None:
         assert (cfg.model.net.pair_features, cfg.model.net.head_hidden) == ("nli", H)
     header = open(f"conf/experiment/lra/lru-{task}.yaml").read()
     assert "Appendix D" in header.splitlines()[1] and "UNVERIFIED" in header  # cites the table, says it is unchecked
+
+
+
+@pytest.mark.parametrize("task, fan_in", [("listops", 20), ("text", None), ("retrieval", None)])
+def test_token_presets_embed_one_hot_tokens_with_a_flax_dense(task: str, fan_in: int | None) -> None:
+    """minimal-LRU: one_hot (lru/train_helpers.py:196) into nn.Dense (lru/model.py:147); in_dim 20 on ListOps
+    (lru/dataloading.py:140), len(vocab) on Retrieval (356), a hard-coded 135 on Text (89: ours the vocabulary)."""
+    assert_token_preset_embeds_one_hot_tokens_with_a_flax_dense("lru", task, fan_in)

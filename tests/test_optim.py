@@ -129,3 +129,31 @@ def test_lra_cosine_reaches_the_module_and_ends_above_zero(tmp_path) -> None:
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert trainer.global_step == 20
     assert scheduler.get_last_lr()[0] == pytest.approx(0.1 * 0.5 * (1 - math.cos(math.pi * 2 / 20)), rel=1e-12)
+
+
+def test_a_schedule_shorter_than_its_warmup_warns_with_both_numbers(tmp_path, caplog) -> None:
+    """Mega's preset (3,000 warmup steps) cut to a short run: said at start-up, and the chance diagnosis then
+    advises no longer warmup."""
+    from lra_bench.training.diagnosis import FIXES, fixes_for
+
+    module = LRAModule(Tiny(), 2, {"lr": 0.1, "weight_decay": 0.0},
+                       {"decay": "linear", "warmup_steps": 3000, "warmup_fraction": None})
+    trainer = pl.Trainer(max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
+    with caplog.at_level("WARNING", logger="lra_bench.training.module"):
+        trainer.fit(module, datamodule=Loader(n=400, batch=4))
+    (warning,) = [r.getMessage() for r in caplog.records if "shorter than its warmup" in r.getMessage()]
+    assert "3000 warmup steps" in warning and "30 optimizer steps" in warning and "0.97% of optimizer.lr" in warning
+    assert "longer warmup" not in "; ".join(fixes_for(module)) and "schedule longer than its warmup" in fixes_for(module)[0]
+    assert "longer warmup" in "; ".join(FIXES)
+
+
+def test_a_schedule_longer_than_its_warmup_gives_no_warning(tmp_path, caplog) -> None:
+    from lra_bench.training.diagnosis import FIXES, fixes_for
+
+    module = LRAModule(Tiny(), 2, {"lr": 0.1, "weight_decay": 0.0}, {"decay": "linear", "warmup_fraction": 0.5})
+    trainer = pl.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
+    with caplog.at_level("WARNING", logger="lra_bench.training.module"):
+        trainer.fit(module, datamodule=Loader(n=400, batch=4))
+    assert "shorter than its warmup" not in caplog.text and fixes_for(module) == FIXES

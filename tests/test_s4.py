@@ -257,3 +257,36 @@ def test_optimizer_groups_scalar_form() -> None:
     g = group_of(groups, k + "C")
     assert (g["lr"], g["weight_decay"]) == (1e-3, 0.05)
     assert (group_of(groups, "backbone.layers.0.conv.D")["lr"], group_of(groups, "backbone.layers.0.conv.D")["weight_decay"]) == (0.004, 0.05)
+
+
+def test_decay_norm_bias_decays_the_backbones_biases_and_norms_as_d589d98() -> None:
+    """d589d98's config.yaml sets no train.optimizer_param_grouping, so train.py:456 never calls
+    add_optimizer_hooks: biases and norm weights keep the global weight decay; the SSM's Delta, A, B still get 0."""
+    enc = S4Encoder(8, n_layers=1, d_state=4, mode="diag", lr={"dt": None, "A": 1e-3, "B": 1e-3, "C": None},
+                    decay_norm_bias=True)
+    groups = build_param_groups(SequenceClassifier(enc, 8, 3, vocab_size=10), lr=0.01, weight_decay=0.05)
+    for name in ("backbone.layers.0.output_linear.bias", "backbone.norms.0.norm.weight", "backbone.final_norm.norm.bias"):
+        g = group_of(groups, name)
+        assert (g["lr"], g["weight_decay"]) == (0.01, 0.05), name
+    g = group_of(groups, "backbone.layers.0.conv.kernel.inv_dt")
+    assert (g["lr"], g["weight_decay"]) == (0.01, 0.0)
+
+
+def test_s4d_legs_init_as_d589d98_unclipped_b_and_c_times_b() -> None:
+    """d589d98 (the S4D paper's code): hippo.nplr has no B_clip, and SSKernel draws C ~ CN(0, 1) * B (kernel.py:975)."""
+    lam, B = s4d_init("legs", 64, b_clip=None)
+    _, _, B_nplr, _ = nplr_legs(64, b_clip=None)
+    torch.testing.assert_close(B, B_nplr)
+    assert B.imag.abs().max() > 2.0  # the clip at HEAD would have cut it
+    assert s4d_init("legs", 64)[1].imag.abs().max() <= 2.0
+    kernels = []
+    for c_init in ("normal", "normal_times_b"):
+        torch.manual_seed(0)  # same draws for Delta and C
+        kernels.append(SSMKernelDiag(6, d_state=64, channels=2, init="legs", n_ssm=3, b_clip=None, c_init=c_init))
+    plain, times_b = (torch.view_as_complex(k.C.detach()) for k in kernels)
+    b = torch.view_as_complex(kernels[1].B.detach()).repeat_interleave(2, dim=0)  # n_ssm 3 over H 6
+    torch.testing.assert_close(times_b, plain * b)
+    with pytest.raises(ValueError, match="c_init"):
+        SSMKernelDiag(4, d_state=4, c_init="ones")
+    with pytest.raises(ValueError, match="S4D options"):
+        FFTConv(4, d_state=4, mode="dplr", b_clip=None)

@@ -15,6 +15,7 @@ from lra_bench.models.ssm.s5 import S5Encoder, S5Layer, S5SSM, block_diag_init, 
 from lra_bench.training.optim import build_param_groups
 from tests.conftest import compose_config
 from tests.ssm_checks import (assert_every_parameter_gets_a_finite_gradient, assert_flax_dense_init,
+                              assert_token_preset_embeds_one_hot_tokens_with_a_flax_dense,
                               assert_real_positions_ignore_padding, assert_sees_the_past_only_unless_bidirectional,
                               flax_dense_apply, flax_gelu, with_nontrivial_norm_stats)
 
@@ -276,3 +277,11 @@ def test_s5_presets_hold_the_lra_script_settings(task: str) -> None:
     if task == "image":
         assert (cfg.task.input, round(cfg.task.pixel_mean * 255, 1), round(cfg.task.pixel_std * 255, 1)) == ("real", 122.6, 61.0)
     assert script in open(f"conf/experiment/lra/s5-{task}.yaml").read().splitlines()[1]  # the header cites it
+
+
+
+@pytest.mark.parametrize("task, fan_in", [("listops", 20), ("text", None), ("retrieval", None)])
+def test_token_presets_embed_one_hot_tokens_with_a_flax_dense(task: str, fan_in: int | None) -> None:
+    """S5: one_hot (s5/train_helpers.py:311) into nn.Dense (s5/seq_model.py:39); in_dim 20 on ListOps
+    (s5/dataloading.py:110), len(vocab) on Retrieval (238), a hard-coded 135 on Text (81: ours the vocabulary)."""
+    assert_token_preset_embeds_one_hot_tokens_with_a_flax_dense("s5", task, fan_in)

@@ -89,7 +89,8 @@ def test_imdb_hub_layout_is_the_fallback(tmp_path: Path) -> None:
 
 def test_imdb_without_any_source_gives_the_manual_steps(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
-    with pytest.raises(DataError, match=r"(no network|failed).*aclImdb_v1.tar.gz"):
+    with pytest.raises(DataError, match=r"(no network|failed).*aclImdb_v1.tar.gz.*ListOps, Pathfinder and Path-X need no "
+                                        r"download"):
         IMDBDataModule(**dm_kwargs(tmp_path / "root", tmp_path)).setup()
     with pytest.raises(DataError, match="no aclImdb/"):
         IMDBDataModule(**dm_kwargs(tmp_path / "root", tmp_path, source="folder")).setup()

@@ -80,7 +80,8 @@ def lra_pixel_classifier(lra_code: bool, pooling: str = "mean"):
     from lra_bench.models.classifier import SequenceClassifier
 
     torch.manual_seed(0)
-    backbone = TransformerEncoder(16, 2, 2, 32, dropout=0.0, attn_dropout=0.0, max_length=40, positions="learned")
+    backbone = TransformerEncoder(16, 2, 2, 32, dropout=0.0, attn_dropout=0.0, max_length=40, positions="learned",
+                                  lra_code=lra_code)
     return SequenceClassifier(backbone, 16, 3, vocab_size=256, padding_idx=None, pooling=pooling, head_hidden=8,
                               lra_code=lra_code).eval()
 

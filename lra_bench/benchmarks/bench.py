@@ -14,16 +14,18 @@ dropouts. Three Transformers: ``transformer`` (the preset,
 (the preset without attention dropout, so SDPA takes its fused flash kernel: the fastest Transformer here). Every cell (model x length) runs in its own
 process: on CPU its memory is the step's own peak (peak RSS minus the RSS before the first step: the ~250 MB of
 libraries are the same for every model and would flatten the ratios; the raw peak RSS is kept too), on CUDA
-the allocator's peak. Timing: ``warmup`` steps, then the median (and min/max) of ``repeats`` steps.
+the allocator's peak. Timing: ``warmup`` steps, then the median of ``repeats`` steps with their min-max range
+(``spread.py``: noisy cells and ratios that do not order their two cells are flagged).
 
 A cell whose time or process memory, predicted from the model's previous lengths with their measured growth
 (``budget.py``), would exceed the budget is skipped and marked, as is one that runs over
 ``budget.timeout_seconds``, fails or is killed: the run goes on.
 
-FLOPs per step are counted by ``FlopCounterMode`` (matmuls, including complex ones counted as real) plus analytic
-terms for what it misses: FFTs (2.5 n log2 n per real transform, 5 n log2 n per complex one) and CPU SDPA kernels.
-Elementwise work (softmax, norms, activations) is not counted. MFU = FLOPs / step time / the peak fp32 matmul
-throughput measured on this machine at start.
+FLOPs per step: what the implementation executes in matmuls (complex ones 4x real) and FFTs, forward and
+backward, counted by ``FlopCounterMode`` with the formulas of ``flops.py`` (which also holds the hand counts the
+tests check it against). Elementwise work (softmax, norms, activations) is not counted. MFU = FLOPs / median step
+time / the peak fp32 matmul throughput (``peak.py``: measured in a fresh process before the first cell and after
+the last, both printed); an MFU above 100 % is a bug in one of the two and is printed as such, never as a figure.
 
 Outputs in ``out_dir``: results.csv, results.json, results.md (the table with speed and memory ratios against
 both Transformers, laid out like the Mega paper's columns; the LRA paper's efficiency table shape, speed and
@@ -52,6 +54,7 @@ from lra_bench.benchmarks.published_efficiency import (
     lra_slower_at_4k,
     lra_speed_x,
 )
+from lra_bench.benchmarks.spread import NOISY, is_noisy, order_unclear, relative_spread, tokens_range
 
 log = logging.getLogger("lra_bench.benchmarks.bench")
 
@@ -73,34 +76,6 @@ TARGETS = (
 
 
 # --- one cell (child process) --------------------------------------------------------------------
-
-def flop_formulas() -> dict:
-    """Analytic FLOPs for ops FlopCounterMode leaves at zero: FFTs and CPU SDPA."""
-    import torch
-    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
-
-    aten = torch.ops.aten
-
-    def transform(flops_per_point: float, real_side: str):
-        """n log2 n per transform along ``dim``; the real side (input of r2c, output of c2r) gives n and the batch."""
-        def formula(in_shape, dim, *args, out_shape=None, **kwargs) -> int:
-            shape = out_shape if real_side == "out" else in_shape
-            n = math.prod(shape[d] for d in dim)
-            return int(flops_per_point * n * max(math.log2(n), 1.0) * (math.prod(shape) // max(n, 1)))
-        return formula
-
-    def sdpa_cpu(q, k, v, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(q, k, v)
-
-    def sdpa_cpu_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_backward_flop_count(grad_out, q, k, v)
-
-    mapping = {aten._fft_r2c: transform(2.5, "in"), aten._fft_c2r: transform(2.5, "out"), aten._fft_c2c: transform(5.0, "in")}
-    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = sdpa_cpu
-        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = sdpa_cpu_backward
-    return mapping
-
 
 def measure_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in the child: build, time training and inference steps, measure memory and FLOPs."""
@@ -141,7 +116,7 @@ def measure_cell(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         memory = max(peak_rss_mb() - base_rss, 0.0)
     row: dict[str, Any] = {
-        "train_s": train["median_s"], "train_min_s": train["min_s"], "train_max_s": train["max_s"],
+        "train_s": train["median_s"], "train_min_s": train["min_s"], "train_max_s": train["max_s"], "repeats": spec["repeats"],
         "tokens_per_s": B * L * docs / train["median_s"], "memory_mb": memory, "peak_rss_mb": peak_rss_mb(),
         "params": sum(p.numel() for p in net.parameters()),
         "params_mb": sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20,
@@ -155,31 +130,24 @@ def measure_cell(spec: dict[str, Any]) -> dict[str, Any]:
             with torch.no_grad(), autocast:
                 net(*inputs)
 
-        row["infer_s"] = time_step(infer, 1, spec["repeats"], device)["median_s"]
+        timing = time_step(infer, 1, spec["repeats"], device)
+        row |= {"infer_s": timing["median_s"], "infer_min_s": timing["min_s"], "infer_max_s": timing["max_s"]}
         row["infer_tokens_per_s"] = B * L * docs / row["infer_s"]
         net.train()
     if spec["flops"]:
-        from torch.utils.flop_counter import FlopCounterMode
+        from lra_bench.benchmarks.flops import count_step_flops
 
-        with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
-            train_step()
-        row["flops_per_step"] = counter.get_total_flops()
+        row["flops_per_step"] = count_step_flops(train_step)
     return row
 
 
 # --- the grid (parent process) ---------------------------------------------------------------------
 
-def peak_matmul_flops(device: str) -> float:
-    """Measured fp32 matmul throughput (FLOP/s): median of 5 products of 2048 x 2048 matrices."""
+def resolve_device(cfg) -> str:
+    """``device: auto`` is CUDA where there is one."""
     import torch
 
-    from lra_bench.benchmarks.cells import time_step
-
-    dev = torch.device(device)
-    n = 2048 if dev.type == "cpu" else 8192
-    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    t = time_step(lambda: a @ b, 1, 5, dev)["median_s"]
-    return 2 * n**3 / t
+    return cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def searchpath(cfg) -> list[str]:
@@ -201,9 +169,10 @@ def run_grid(cfg, notes: list[str] | None = None) -> list[dict[str, Any]]:
     from lra_bench.benchmarks.budget import skip_reason
     from lra_bench.benchmarks.cells import run_cell
     from lra_bench.benchmarks.model_configs import length_overrides, parameter_megabytes, resolve
+    from lra_bench.models.options.check import check_model_options
 
     notes = [] if notes is None else notes
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg)
     if cfg.budget.memory_mb is not None:
         memory_budget = float(cfg.budget.memory_mb)
     elif device == "cuda":
@@ -220,6 +189,7 @@ def run_grid(cfg, notes: list[str] | None = None) -> list[dict[str, Any]]:
             history: list[dict] = []
             try:
                 resolved, composed = resolve(model, cfg.preset_task, list(cfg.model_overrides), paths)
+                check_model_options(composed)  # a bad model_overrides value: one line, before any cell is built
                 unbuildable = None
             except Exception as e:  # an unknown model or a broken config: its cells are marked, the run goes on
                 resolved, composed, unbuildable = None, None, f"not built: {str(e).splitlines()[0][:200]}"
@@ -254,28 +224,42 @@ def run_grid(cfg, notes: list[str] | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def add_ratios(rows: list[dict], peak_flops: float) -> None:
-    """Speed and memory ratios against both Transformers at the same length, and MFU."""
+def mfu_bug(flops_per_s: float, peak_flops: float) -> str:
+    """The reason an MFU above 100 % is not a figure."""
+    return (f"bug: counted {flops_per_s / 1e9:,.1f} GFLOP/s > the measured peak {peak_flops / 1e9:,.1f} GFLOP/s: "
+            f"the FLOP count is too high or the peak too low")
+
+
+def add_ratios(rows: list[dict], peak_flops: float | None) -> None:
+    """Speed and memory ratios against both Transformers at the same length, and MFU; with the spread flags:
+    ``noisy`` cells and ``speed_vs_<ref>_unclear`` ratios (``spread.py``). An MFU above 100 % is not stored as a
+    figure: ``mfu`` is None and ``mfu_flag`` says why."""
     by = {(r["model"], r["length"]): r for r in rows if "skipped" not in r}
     for r in rows:
         if "skipped" in r:
             continue
-        if r.get("flops_per_step"):
+        if r.get("train_min_s") is not None:
+            r["train_spread"] = relative_spread(r)
+            r["noisy"] = is_noisy(r)
+        if r.get("flops_per_step") and peak_flops:
             r["flops_per_s"] = r["flops_per_step"] / r["train_s"]
             r["mfu"] = r["flops_per_s"] / peak_flops
+            if r["mfu"] > 1.0:
+                r["mfu"], r["mfu_flag"] = None, mfu_bug(r["flops_per_s"], peak_flops)
         for ref in REFERENCES:
             base = by.get((ref, r["length"]))
             if base:
                 r[f"speed_vs_{ref}"] = r["tokens_per_s"] / base["tokens_per_s"]
+                r[f"speed_vs_{ref}_unclear"] = order_unclear(r, base)
                 if base["memory_mb"] > 0:
                     r[f"memory_vs_{ref}"] = r["memory_mb"] / base["memory_mb"]
 
 
 def targets_for(models: list[str]) -> list[tuple[str, str, int, str, float, str | None]]:
-    """(model, reference, length, kind, goal, note): the fixed Mega targets, then for the models in this run
+    """(model, reference, length, kind, goal, note) for the models in this run: the fixed Mega-chunk targets, then
     issue 12's (each LRA model at 4K as fast as the SDPA Transformer, or as slow as LRA measured it) and
     issue 13's (S5 and LRU as fast as S4D at 4K: they are diagonal recurrences too)."""
-    out = [(*t, None) for t in TARGETS]
+    out = [(*t, None) for t in TARGETS if t[0] in models]  # goals only for the models they concern
     for m in models:
         if m in LRA_MODELS:
             slower = lra_slower_at_4k(m)
@@ -312,8 +296,25 @@ def check_targets(rows: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
+def ratio_text(r: dict, kind: str) -> str:
+    """The ratios against the SDPA / vanilla Transformer, a speed ratio whose cells' ranges overlap marked ``?``."""
+    def one(ref: str) -> str:
+        key = f"{kind}_vs_{ref}"
+        return f"{r[key]:.2f}x" + ("?" if r.get(f"{key}_unclear") else "") if key in r else "–"
+    return "/".join(one(ref) for ref in ("transformer", "transformer_vanilla"))
+
+
+def speed_text(r: dict) -> str:
+    """Median tokens/s with the min-max range of the repeats, ``noisy`` when the range is wide."""
+    if r.get("train_min_s") is None:
+        return f"{r['tokens_per_s']:,.0f}"
+    lo, hi = tokens_range(r)
+    return f"{r['tokens_per_s']:,.0f} [{lo:,.0f}–{hi:,.0f}]" + (" noisy" if r.get("noisy") else "")
+
+
 def length_table(title: str, key: str, kind: str, models: list[str], lengths: list[int], by: dict) -> list[str]:
-    """Models x lengths of ``key``, each cell with its ``kind`` ratios against the SDPA / vanilla Transformer."""
+    """Models x lengths of ``key``, each cell with its ``kind`` ratios against the SDPA / vanilla Transformer;
+    speeds with their min-max range."""
     out = [title, "", "| model | " + " | ".join(f"L={n}" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
     for m in models:
         cells = []
@@ -322,8 +323,8 @@ def length_table(title: str, key: str, kind: str, models: list[str], lengths: li
             if "skipped" in r:
                 cells.append("skipped")
             elif r:
-                ratio = "/".join(f"{r[k]:.2f}x" if k in r else "–" for k in (f"{kind}_vs_transformer", f"{kind}_vs_transformer_vanilla"))
-                cells.append(f"{r[key]:,.0f} ({ratio})")
+                value = speed_text(r) if key == "tokens_per_s" else f"{r[key]:,.0f}"
+                cells.append(f"{value} ({ratio_text(r, kind)})")
         out.append(f"| {m} | " + " | ".join(cells) + " |")
     return out
 
@@ -374,6 +375,25 @@ def lra_table(models: list[str], lengths: list[int], by: dict) -> list[str]:
     return out
 
 
+def peak_line(meta: dict) -> str:
+    """Both peak measurements where the run has them (``peak.py``), else the one figure."""
+    from lra_bench.benchmarks.peak import describe
+
+    if meta.get("peak_flops") is None:
+        return "peak matmul not measured (flops=false)"
+    return describe(meta) if "peak_start_flops" in meta else f"peak matmul {meta['peak_flops'] / 1e9:,.0f} GFLOP/s"
+
+
+def ratio_hint(models: list[str]) -> str | None:
+    """How to get the ratio columns when a reference they divide by is not in the grid (they show – then)."""
+    missing = [ref for ref in REFERENCES[:2] if ref not in models]
+    if not missing:
+        return None
+    return (f"The ratio columns divide by {' and '.join(REFERENCES[:2])} measured in the same run; "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in this grid, so {'its' if len(missing) == 1 else 'their'} "
+            f"ratios show –. Add {'it' if len(missing) == 1 else 'them'}: models=[{','.join([*models, *missing])}].")
+
+
 def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
     lengths = sorted({r["length"] for r in rows})
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -381,9 +401,13 @@ def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
     out = [f"Benchmark on {meta['device']} ({meta['precision']}), task preset `{meta['task']}`, batch {meta['batch']}, "
            f"median of {meta['repeats']} steps after {meta['warmup']} warm-up; memory = the step's own peak "
            f"({'CUDA allocator' if meta['device'] == 'cuda' else 'peak RSS minus the RSS before the step'}); "
-           f"peak matmul {meta['peak_flops'] / 1e9:,.0f} GFLOP/s.", ""]
+           f"{peak_line(meta)}.", ""]
     out += [f"- note: {n}" for n in meta.get("notes", [])] + ([""] if meta.get("notes") else [])
-    out += length_table("Training tokens/s (speed x vs SDPA Transformer / vanilla Transformer):", "tokens_per_s", "speed",
+    hint = ratio_hint(models)
+    out += [hint, ""] if hint else []
+    out += length_table(f"Training tokens/s, median [slowest–fastest of the {meta['repeats']} timed steps] (speed x vs "
+                        f"SDPA Transformer / vanilla Transformer; `?`: the two cells' ranges overlap, the ratio does not "
+                        f"order them; `noisy`: range > {100 * NOISY:.0f}% of the median):", "tokens_per_s", "speed",
                         models, lengths, by)
     out += [""] + length_table("Training-step memory MB (memory x vs SDPA / vanilla Transformer):", "memory_mb", "memory",
                                models, lengths, by)
@@ -404,9 +428,9 @@ def markdown(rows: list[dict], targets: list[dict], meta: dict) -> str:
         if "skipped" not in r:
             inf = f"{r['infer_tokens_per_s']:,.0f}" if "infer_tokens_per_s" in r else "–"
             gf = f"{r['flops_per_step'] / 1e9:,.1f}" if r.get("flops_per_step") else "–"
-            mfu = f"{100 * r['mfu']:.1f}%" if "mfu" in r else "–"
+            mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else r.get("mfu_flag", "–")
             out.append(f"| {r['model']} | {r['length']} | {inf} | {gf} | {mfu} |")
-    out += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
+    out += ["", "| target | goal | measured | met |", "|---|---|---|---|"] if targets else []
     for t in targets:
         measured = f"{t['measured']:.2f}x" if t["measured"] is not None else f"not measured ({t['note']})"
         if t.get("extrapolated") is not None:
@@ -430,13 +454,16 @@ def plot(rows: list[dict], out: Path, meta: dict) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    for key, label, name in (("train_s", "training step time (s)", "time_vs_length.png"),
+    for key, label, name in (("train_s", "training step time (s), median, bars: min-max", "time_vs_length.png"),
                              ("memory_mb", "training step memory (MB)", "memory_vs_length.png")):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         for model in dict.fromkeys(r["model"] for r in rows):
-            pts = [(r["length"], r[key]) for r in rows if r["model"] == model and "skipped" not in r and r.get(key, 0) > 0]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=model)
+            cells = [r for r in rows if r["model"] == model and "skipped" not in r and r.get(key, 0) > 0]
+            if cells:  # step times with the min-max range of their repeats
+                lengths, values = [r["length"] for r in cells], [r[key] for r in cells]
+                spread = [[r[key] - r.get(f"{key[:-2]}_min_s", r[key]) for r in cells],
+                          [r.get(f"{key[:-2]}_max_s", r[key]) - r[key] for r in cells]] if key == "train_s" else None
+                ax.errorbar(lengths, values, yerr=spread, marker="o", capsize=3, label=model)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length")
@@ -493,14 +520,22 @@ def log_to_wandb(cfg, rows: list[dict], files: dict) -> None:
 
 
 def run(cfg) -> dict[str, Any]:
+    from lra_bench.benchmarks.peak import compare, describe, peak_in_child
+
     started = time.time()
     notes: list[str] = []
+    device = resolve_device(cfg)
+    sizes, repeats = cfg.peak.sizes, cfg.peak.repeats
+    # MFU's denominator, before the first cell and after the last, each in a fresh process; no FLOPs, no MFU
+    peak_start = peak_in_child(device, sizes, repeats) if cfg.flops else None
     rows = run_grid(cfg, notes)
-    device = rows[0]["device"] if rows else "cpu"
-    peak = peak_matmul_flops(device)
-    add_ratios(rows, peak)
+    peak = {"peak_flops": None}
+    if peak_start is not None:
+        peak = compare(peak_start, peak_in_child(device, sizes, repeats), cfg.peak.margin)
+        print(describe(peak))
+    add_ratios(rows, peak["peak_flops"])
     meta = {"task": cfg.preset_task, "device": device, "precision": cfg.precision, "batch": cfg.batch, "warmup": cfg.warmup,
-            "repeats": cfg.repeats, "peak_flops": peak, "cpus": os.cpu_count(), "wall_s": time.time() - started,
+            "repeats": cfg.repeats, **peak, "cpus": os.cpu_count(), "wall_s": time.time() - started,
             "notes": notes}
     files = write_outputs(rows, meta, Path(cfg.out_dir))
     log_to_wandb(cfg, rows, files)
@@ -513,7 +548,9 @@ def run(cfg) -> dict[str, Any]:
 def main() -> None:
     from lra_bench.benchmarks.cells import serve_cell
 
-    if serve_cell(sys.argv[1:], measure_cell):
+    from lra_bench.benchmarks.peak import measure_peak
+
+    if serve_cell(sys.argv[1:], lambda spec: measure_peak(spec) if spec.get("kind") == "peak" else measure_cell(spec)):
         return
     import hydra
 

@@ -11,7 +11,7 @@ weights matched, forward + backward, one process per cell.
 The S4D comparison (issue 13, item 6: S5 and LRU, diagonal recurrences too, at least as fast as our S4D at 4K),
 two ways, each model's backbone ``forward(x, lengths)`` on x (B, L, D):
 - ``backbone``: the whole backbone at its Text preset's sizes (``experiment=lra/<model>-text``: S4D 6 layers, H 256,
-  N 4; S5 6 layers, H 256, P 192; LRU 6 layers, H 256, N 192): what a Text run costs;
+  N 64; S5 6 layers, H 256, P 192; LRU 6 layers, H 256, N 192): what a Text run costs;
 - ``layer``: one layer each at equal width and state size (``--layer-d-model`` H, ``--layer-state`` N set as each
   model's own state size: S4D's d_state, S5's P with the preset's block size P/J = 16, LRU's N): the recurrences
   compared at equal work.

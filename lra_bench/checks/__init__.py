@@ -12,13 +12,15 @@ PASS, FAIL, WARN, INFO, SKIP = "pass", "fail", "warn", "info", "skip"
 @dataclass(frozen=True)
 class CheckResult:
     """One row of the table: the check, its status (pass, fail, warn = worth a look but not wrong, info = measured
-    only, skip), the measured figure,
-    and a line saying what was measured or what went wrong."""
+    only, skip), the measured figure and the threshold it is held against, a line saying what was measured or what
+    went wrong, and for a failing row its likely cause."""
 
     name: str
     status: str
     figure: str
     detail: str = ""
+    threshold: str = ""  # what the figure is held against, printed beside it ("" for a figure only read)
+    cause: str = ""      # for a failing row: the usual reasons a backbone fails this check
 
     @property
     def failed(self) -> bool:
@@ -35,7 +37,13 @@ def fmt(value: float) -> str:
 
 
 def one_line(e: BaseException) -> str:
-    """An exception as one line: the original error under Hydra's instantiation wrapper, first line, bounded."""
+    """An exception as one line: the original error under Hydra's instantiation wrapper, first line, bounded; a
+    ``_target_`` that cannot be loaded whole, with the closest existing name (``lra_bench.target_errors``)."""
+    from lra_bench.target_errors import target_error
+
+    unloadable = target_error(e)
+    if unloadable is not None:
+        return unloadable
     while type(e).__name__ == "InstantiationException" and e.__cause__ is not None:
         e = e.__cause__
     text = str(e).splitlines()[0] if str(e) else ""

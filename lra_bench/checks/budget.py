@@ -83,4 +83,5 @@ def budget(target: Target) -> CheckResult:
               + ", ".join(f"lra/{ref}-{task} {millions(n)}" for ref, n in refs.items()))
     if not ok:
         detail += f": outside [{millions(int(low / BAND))}, {millions(int(high * BAND))}] (LRA compares models at comparable budgets)"
-    return CheckResult("budget: parameters vs Transformer / Mega", PASS if ok else WARN, figure, detail)
+    return CheckResult("budget: parameters vs Transformer / Mega", PASS if ok else WARN, figure, detail,
+                       f"{millions(int(low / BAND))} .. {millions(int(high * BAND))} ({BAND:g}x band)")

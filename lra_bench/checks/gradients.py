@@ -37,7 +37,12 @@ def gradients(net: nn.Module, make_inputs: Callable[[list[int], int, str], torch
     bad = len(missing) + len(zero) + len(nonfinite)
     figure = f"{len(named) - bad}/{len(named)} tensors"
     if not bad:
-        return CheckResult("gradients: every parameter, finite and non-zero", PASS, figure, "one training step on random labels")
+        return CheckResult("gradients: every parameter, finite and non-zero", PASS, figure, "one training step on random labels",
+                           "all tensors")
     parts = [f"{kind}: {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}"
              for kind, names in (("no gradient (unused)", missing), ("zero gradient", zero), ("non-finite gradient", nonfinite)) if names]
-    return CheckResult("gradients: every parameter, finite and non-zero", FAIL, figure, "; ".join(parts))
+    causes = [cause for names, cause in ((missing, "a layer built but never called in forward"),
+                                         (zero, "its output cut by a mask, a detach or a zero-initialised gate"),
+                                         (nonfinite, "a log, division or sqrt of zero, or an overflow")) if names]
+    return CheckResult("gradients: every parameter, finite and non-zero", FAIL, figure, "; ".join(parts), "all tensors",
+                       "; ".join(causes))

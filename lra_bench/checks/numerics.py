@@ -40,7 +40,9 @@ def eval_determinism(net: nn.Module, make_inputs: Callable[[list[int], int, str]
     second = net(*args)
     diff = float((first - second).abs().max())
     return CheckResult("eval: deterministic", PASS if diff == 0 else FAIL, f"max |Δ| {fmt(diff)}",
-                       "two eval passes, different RNG states" + ("" if diff == 0 else ": the logits differ"))
+                       "two eval passes, different RNG states" + ("" if diff == 0 else ": the logits differ"), "= 0 exactly",
+                       "" if diff == 0 else "dropout or noise drawn in eval mode (F.dropout without training=self.training, "
+                                            "torch.rand in forward), or state kept between calls")
 
 
 def bf16_autocast(net: nn.Module, make_inputs: Callable[[list[int], int, str], torch.Tensor], num_classes: int, pair: bool,
@@ -60,12 +62,15 @@ def bf16_autocast(net: nn.Module, make_inputs: Callable[[list[int], int, str], t
         loss.backward()
     except Exception as e:  # an op without a bf16 kernel: that is the finding
         net.zero_grad(set_to_none=True)
-        return CheckResult("bf16 autocast: finite", FAIL, "error", one_line(e))
+        return CheckResult("bf16 autocast: finite", FAIL, "error", one_line(e), "runs, finite",
+                           "an op without a bf16 kernel on this device: compute it in fp32 (x.float(), autocast off)")
     bad = [n for n, p in net.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
     net.zero_grad(set_to_none=True)
     finite = bool(torch.isfinite(logits).all())
     rel = float((logits.detach().float() - reference).abs().max()) / max(1.0, float(reference.abs().max()))
     if finite and not bad:
-        return CheckResult("bf16 autocast: finite", PASS, f"rel. Δ vs fp32 {fmt(rel)}", "forward and backward under autocast")
+        return CheckResult("bf16 autocast: finite", PASS, f"rel. Δ vs fp32 {fmt(rel)}", "forward and backward under autocast",
+                           "finite (Δ read only)")
     what = "non-finite logits" if not finite else f"non-finite gradients: {', '.join(bad[:4])}"
-    return CheckResult("bf16 autocast: finite", FAIL, f"rel. Δ vs fp32 {fmt(rel)}", what)
+    return CheckResult("bf16 autocast: finite", FAIL, f"rel. Δ vs fp32 {fmt(rel)}", what, "finite (Δ read only)",
+                       "an overflow in bf16: an exp, a sum over L or an FFT in half precision; keep it in fp32")

@@ -32,10 +32,29 @@ def scaled(diff: float, reference: torch.Tensor) -> float:
     return diff / max(1.0, float(reference.abs().max()))
 
 
-def verdict(name: str, diff: float, reference: torch.Tensor, what: str) -> CheckResult:
+# the usual reasons a backbone fails each padding row (printed beside a failure)
+CAUSES = {
+    "zero": "a bias, norm, residual or activation after the last mask: multiply the output by length_mask(lengths) last",
+    "values": "pad values enter a mixing step unmasked: zero the pads (length_mask) before a convolution, an EMA or an "
+              "FFT, and mask the keys of an attention",
+    "extra": "something sized by the padded length L instead of each row's length: an FFT or a convolution kernel over "
+             "L, a norm or a mean over all L positions (pads counted), positions counted from the end, BatchNorm "
+             "statistics",
+    "classifier": "the embedding or pooling sees pads: mean pooling over L instead of each row's length, a position "
+                  "table indexed from the end, pixel 0 taken as padding; or one of the backbone rows above",
+}
+
+
+def threshold(reference: torch.Tensor) -> str:
+    """The absolute tolerance of a padding or row check: ``TOLERANCE`` times the output's scale (at least 1)."""
+    return f"≤ {fmt(TOLERANCE * max(1.0, float(reference.abs().max())))} ({TOLERANCE:g} × max(1, max |y|))"
+
+
+def verdict(name: str, diff: float, reference: torch.Tensor, what: str, cause: str) -> CheckResult:
     rel = scaled(diff, reference)
     status = PASS if rel <= TOLERANCE else FAIL
-    return CheckResult(name, status, f"max |Δ| {fmt(diff)}", what if status == PASS else f"{what}: changed by {fmt(diff)}")
+    return CheckResult(name, status, f"max |Δ| {fmt(diff)}", what if status == PASS else f"{what}: changed by {fmt(diff)}",
+                       threshold(reference), cause if status == FAIL else "")
 
 
 @torch.no_grad()
@@ -54,11 +73,12 @@ def backbone_padding(backbone: nn.Module, d_model: int, seed: int = 0) -> list[C
     y_longer = backbone(longer, lengths)
     at_pads = float((y_noisy * ~real).abs().max())
     results = [CheckResult("pads: backbone output is zero at pads", PASS if at_pads == 0 else FAIL, f"max |y| {fmt(at_pads)}",
-                           "the output at pad positions" + ("" if at_pads == 0 else " must be exactly 0 (mask it last)"))]
+                           "the output at pad positions" + ("" if at_pads == 0 else " must be exactly 0 (mask it last)"),
+                           "= 0 exactly", "" if at_pads == 0 else CAUSES["zero"])]
     results.append(verdict("pads: values at pads are ignored", float(((y_noisy - y_clean) * real).abs().max()), y_clean,
-                           "real positions with noise instead of zeros at the pads"))
+                           "real positions with noise instead of zeros at the pads", CAUSES["values"]))
     results.append(verdict("pads: extra padding is ignored", float(((y_longer[:, :WIDTH] - y_clean) * real).abs().max()),
-                           y_clean, f"real positions with {EXTRA} more (noisy) pads"))
+                           y_clean, f"real positions with {EXTRA} more (noisy) pads", CAUSES["extra"]))
     return results
 
 
@@ -79,7 +99,7 @@ def classifier_padding(net: nn.Module, make_inputs: Callable[[list[int], int, st
     base = net(*[t for x, lengths in batch for t in (x, lengths)])
     out = net(*[t for x, lengths in batch for t in (noisy_pads(x, lengths), lengths)])
     return verdict(f"pads: {label}", float((out - base).abs().max()), base,
-                   f"{label} logits with {EXTRA} more pads holding random values")
+                   f"{label} logits with {EXTRA} more pads holding random values", CAUSES["classifier"])
 
 
 def skipped(label: str, why: str) -> CheckResult:

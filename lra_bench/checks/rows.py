@@ -13,12 +13,20 @@ import torch
 from torch import nn
 
 from lra_bench.checks import FAIL, INFO, PASS, CheckResult, fmt
-from lra_bench.checks.padding import TOLERANCE, scaled
+from lra_bench.checks.padding import TOLERANCE, scaled, threshold
 from lra_bench.models.masks import length_mask
 
 WIDTH = 100
 LENGTHS = (100, 77, 40)
 CHANGED_LENGTH = 58
+
+
+CAUSES = {
+    "eval": "a reduction over the batch dimension (a mean or norm over dim 0, a reshape that folds rows together), or "
+            "BatchNorm running statistics updated in eval mode",
+    "train": "a mean, norm or attention across the batch dimension (dim 0) in train mode; only a BatchNorm's batch "
+             "statistics are expected to span rows",
+}
 
 
 def has_batch_statistics(module: nn.Module) -> bool:
@@ -52,18 +60,19 @@ def batch_rows(backbone: nn.Module, d_model: int, seed: int = 0) -> list[CheckRe
         eval_ok = scaled(diff, ref) <= TOLERANCE
         results = [CheckResult("rows: batch rows are independent (eval)", PASS if eval_ok else FAIL, f"max |Δ| {fmt(diff)}",
                                "rows 0 and 2 when row 1 changes values and length" if eval_ok else
-                               f"rows 0 and 2 changed by {fmt(diff)} when row 1 changed: information flows between rows")]
+                               f"rows 0 and 2 changed by {fmt(diff)} when row 1 changed: information flows between rows",
+                               threshold(ref), "" if eval_ok else CAUSES["eval"])]
         backbone.train()
         diff, ref = _row_change(backbone, d_model, seed)
         name, figure = "rows: batch rows are independent (train)", f"max |Δ| {fmt(diff)}"
         if scaled(diff, ref) <= TOLERANCE:
-            results.append(CheckResult(name, PASS, figure, "train mode, same dropout draws"))
+            results.append(CheckResult(name, PASS, figure, "train mode, same dropout draws", threshold(ref)))
         elif has_batch_statistics(backbone):
             results.append(CheckResult(name, INFO, figure, "BatchNorm: batch statistics span the rows in train mode (as S4's "
-                                                           "reference); eval mode is checked above"))
+                                                           "reference); eval mode is checked above", threshold(ref)))
         else:
             results.append(CheckResult(name, FAIL, figure, f"train mode: rows 0 and 2 changed by {fmt(diff)} when row 1 changed "
-                                                           "(no BatchNorm explains it)"))
+                                                           "(no BatchNorm explains it)", threshold(ref), CAUSES["train"]))
         return results
     finally:
         backbone.train(was_training)

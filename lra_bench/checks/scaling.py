@@ -1,18 +1,28 @@
-"""Cost: time and memory of one training step (forward, backward, AdamW update) by sequence length, and their
-growth exponent.
+"""Cost: operations, time and memory of one training step (forward, backward, AdamW update) by sequence length, and
+their growth exponents.
 
 One batch of one full-length sequence (two for a pair task) per length; the model as checked (its preset for the
 task, sized to each length). Full mode runs each length in a fresh process (``lra_bench.benchmarks.cells``), so its
 memory is that step's own: on CPU the peak RSS minus the RSS before the first step, on CUDA the allocator's peak.
 Quick mode measures in this process (a rough figure: freed memory the allocator keeps is not counted again).
-Time: the median of ``repeats`` steps after ``warmup``. The exponent is the least-squares slope of log(figure)
-against log(L): about 1 for a linear model, 2 for a quadratic one (small lengths and small models show less:
-fixed costs dominate there). No threshold: the figures are for reading; a length that fails to run fails the check.
+
+- Operations: the step's FLOPs counted by ``FlopCounterMode`` (with the benchmark's formulas for FFTs and CPU SDPA,
+  ``lra_bench.benchmarks.flops.flop_formulas``). A count, not a timing: the same on a busy machine as on an idle one,
+  so its exponent is the figure to trust for "linear or quadratic" (ops it cannot see, an elementwise scan, are not
+  in it).
+- Time: the median of ``repeats`` steps after ``warmup``, in process CPU time on CPU (time spent waiting for a core on
+  a loaded machine is not counted; wall time on CUDA). When the repeats at some length spread by more than ``NOISY``
+  of their median, the row says the figures are too noisy to fit.
+
+The exponent is the least-squares slope of log(figure) against log(L): about 1 for a linear model, 2 for a quadratic
+one (small lengths and small models show less: fixed costs dominate there). No threshold: the figures are for
+reading; a length that fails to run fails the check.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -27,11 +37,14 @@ LENGTHS = (1024, 2048, 4096)
 LONG_LENGTHS = (8192, 16384)
 QUICK_LENGTHS = (128, 256, 512)
 CELL_TIMEOUT_S = 600
+REPEATS = 5   # timed steps per length (after one warm-up); the median is fitted
+NOISY = 0.5   # repeats spreading by more than this fraction of their median: too noisy to fit
 
 
-def measure(target: Target, length: int, device: str = "cpu", warmup: int = 1, repeats: int = 3) -> dict[str, Any]:
+def measure(target: Target, length: int, device: str = "cpu", warmup: int = 1, repeats: int = REPEATS) -> dict[str, Any]:
     """One length: {length, time_s, memory_mb} of a training step of ``target`` at ``length`` tokens."""
     from lra_bench.benchmarks.cells import time_step
+    from lra_bench.benchmarks.flops import count_step_flops
     from lra_bench.benchmarks.process_memory import current_rss_mb, peak_rss_mb, reset_peak_rss
     from lra_bench.training.optim import build_param_groups
 
@@ -54,12 +67,15 @@ def measure(target: Target, length: int, device: str = "cpu", warmup: int = 1, r
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         before = torch.cuda.memory_allocated(dev) / 2**20
+        timing = time_step(step, warmup, repeats, dev)
     else:
         reset_peak_rss()
         before = current_rss_mb()
-    timing = time_step(step, warmup, repeats, dev)
+        timing = time_step(step, warmup, repeats, clock=time.process_time)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
-    return {"length": length, "time_s": timing["median_s"], "memory_mb": max(peak - before, 0.0)}
+    flops = count_step_flops(step)
+    return {"length": length, "time_s": timing["median_s"], "spread": (timing["max_s"] - timing["min_s"]) / max(timing["median_s"], 1e-9),
+            "memory_mb": max(peak - before, 0.0), "flops": float(flops)}
 
 
 def exponent(points: Sequence[tuple[int, float]]) -> float | None:
@@ -77,14 +93,14 @@ def short(length: int) -> str:
 
 
 def scaling(target: Target, lengths: Sequence[int], in_process: bool, device: str = "cpu") -> list[CheckResult]:
-    """The two rows (time, memory); every length in a fresh process unless ``in_process``."""
+    """The three rows (operations, time, memory); every length in a fresh process unless ``in_process``."""
     from lra_bench.benchmarks.cells import run_cell
 
     cells: list[dict[str, Any]] = []
     for length in lengths:
         if in_process:
             try:
-                cells.append(measure(target, length, device, warmup=1, repeats=2))
+                cells.append(measure(target, length, device))
             except Exception as e:  # noqa: BLE001 - a length that does not run is the finding
                 cells.append({"length": length, "error": one_line(e)})
         else:
@@ -94,14 +110,27 @@ def scaling(target: Target, lengths: Sequence[int], in_process: bool, device: st
             if "skipped" in cell:  # longer lengths would take longer still
                 break
     results = []
-    for key, unit, label in (("time_s", "s", "time"), ("memory_mb", "MB", "memory")):
+    for key, label in (("flops", "operations"), ("time_s", "time"), ("memory_mb", "memory")):
         done = [(c["length"], c[key]) for c in cells if key in c]
-        shown = ", ".join(f"{short(length)} {fmt(value * 1000) + ' ms' if unit == 's' else fmt(value) + ' MB'}" for length, value in done)
+        shown = ", ".join(f"{short(length)} {amount(key, value)}" for length, value in done)
         slope = exponent(done)
         figure = f"exponent {slope:.2f}" if slope is not None else "-"
         errors = [f"{short(c['length'])}: {c.get('error') or c.get('skipped')}" for c in cells if "error" in c or "skipped" in c]
         status = FAIL if any("error" in c for c in cells) else INFO
         where = "this process" if in_process else "a fresh process per length"
         detail = f"{shown} ({where})" + (f"; not measured: {'; '.join(errors)}" if errors else "")
-        results.append(CheckResult(f"cost: {label} of a training step", status, figure, detail))
+        spread = max((c.get("spread", 0.0) for c in cells if key in c), default=0.0)
+        if key == "time_s" and spread > NOISY:
+            figure += " (noisy)"
+            detail += (f"; the repeats at one length spread by {spread:.0%} of their median: too noisy to fit on this "
+                       "machine now (read the operations row, or rerun on an idle machine)")
+        threshold = "none: ~1 linear, ~2 quadratic"
+        results.append(CheckResult(f"cost: {label} of a training step", status, figure, detail, threshold,
+                                   "the model fails at this length (see the error)" if status == FAIL else ""))
     return results
+
+
+def amount(key: str, value: float) -> str:
+    if key == "flops":
+        return f"{fmt(value / 1e9)} GFLOP"
+    return f"{fmt(value * 1000)} ms" if key == "time_s" else f"{fmt(value)} MB"

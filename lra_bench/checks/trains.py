@@ -26,6 +26,8 @@ BATCH, HELD_OUT = 16, 64
 MIN_LENGTH, MAX_LENGTH = 12, 32
 LR = 2e-3
 FACTOR = 0.75
+CAUSES = ("a broken gradient path (see the gradients row), a parameter group with lr 0 or a frozen one (_optim hooks), "
+          "an output scale that saturates (a missing norm), or a loss that diverges (an lr hook too high)")
 
 
 def synthetic_batch(cfg: DictConfig, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,7 +75,7 @@ def trains(net: nn.Module, cfg: DictConfig, quick: bool, seed: int = 0) -> Check
         loss = _loss(net, synthetic_batch(cfg, BATCH, gen), pair)
         if not torch.isfinite(loss):
             return CheckResult("trains: loss falls on a synthetic task", FAIL, f"{fmt(start)} -> {float(loss)}",
-                               "the loss became non-finite")
+                               "the loss became non-finite", f"< {FACTOR:g} × start", CAUSES)
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         optimizer.step()
@@ -82,4 +84,5 @@ def trains(net: nn.Module, cfg: DictConfig, quick: bool, seed: int = 0) -> Check
     ok = end < FACTOR * start
     detail = f"held-out loss after {steps} steps (lr {LR:g}, batch {BATCH})"
     return CheckResult("trains: loss falls on a synthetic task", PASS if ok else FAIL, f"{fmt(start)} -> {fmt(end)}",
-                       detail if ok else f"{detail}: did not fall below {FACTOR:g}x the start")
+                       detail if ok else f"{detail}: did not fall below {FACTOR:g}x the start", f"< {FACTOR:g} × start",
+                       "" if ok else CAUSES)

@@ -20,8 +20,10 @@ from lra_bench.models.embedding import RealNumberEmbedding, TokenEmbedding
 from lra_bench.models.masks import masked_mean
 from lra_bench.models.protocol import max_length, protocol_problem, supported_inputs
 
-POOLINGS = ("mean", "cls", "first", "sum")
+POOLINGS = ("mean", "cls", "first", "sum", "last")
 PAIR_FEATURES = ("concat", "nli")
+HEAD_ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # flax nn.gelu (S5)
+                    "relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 def stack_pair(tokens: torch.Tensor, lengths: torch.Tensor, tokens2: torch.Tensor, lengths2: torch.Tensor
@@ -33,18 +35,27 @@ def stack_pair(tokens: torch.Tensor, lengths: torch.Tensor, tokens2: torch.Tenso
     return torch.cat([pad(tokens), pad(tokens2)]), torch.cat([lengths, lengths2])
 
 
+def lecun_normal_(weight: torch.Tensor) -> torch.Tensor:
+    """JAX's ``lecun_normal`` (``variance_scaling(1, "fan_in", "truncated_normal")``) on a (out, in) weight: N(0, 1)
+    truncated to [-2, 2], times sqrt(1 / in) / 0.8796 (the truncated normal's standard deviation)."""
+    std = (1.0 / weight.size(1)) ** 0.5 / 0.87962566103423978
+    return nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
 class ClassifierHead(nn.Module):
     """[Linear(d, hidden) -> dropout -> activation] per hidden size, then Linear(last, classes).
 
     Mega's head is one hidden layer (2D) with GELU and no output bias; LRA's Transformer uses ReLU with
     biases (two hidden layers on Retrieval); S4 decodes with a single Linear (``hidden=0``).
+    Weights xavier-uniform, or with ``lra_code`` flax's ``nn.Dense`` default that LRA's ``classifier_head`` keeps
+    (``common_layers.py:191-193``): lecun-normal, a normal truncated at 2 standard deviations and rescaled to
+    variance 1 / fan_in. Biases zero.
     """
 
     def __init__(self, d_in: int, num_classes: int, hidden: int | Sequence[int], activation: str, dropout: float,
-                 out_bias: bool):
+                 out_bias: bool, lra_code: bool = False):
         super().__init__()
-        acts = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # flax nn.gelu (S5)
-                "relu": nn.ReLU, "tanh": nn.Tanh}
+        acts = HEAD_ACTIVATIONS
         if activation not in acts:
             raise ValueError(f"head activation must be one of {sorted(acts)}, got {activation!r}")
         sizes = [h for h in ([hidden] if isinstance(hidden, int) else list(hidden)) if h]
@@ -59,7 +70,10 @@ class ClassifierHead(nn.Module):
         self.net = nn.Sequential(*layers)
         for m in self.net:
             if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
+                if lra_code:
+                    lecun_normal_(m.weight)
+                else:
+                    nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
@@ -72,8 +86,11 @@ class SequenceClassifier(nn.Module):
 
     input: ``tokens`` (ids -> ``TokenEmbedding``) or ``real`` (pixel values -> ``RealNumberEmbedding``).
     padding_idx: the id whose embedding row is frozen (0 for text; None for pixel tokens, where 0 is black).
+    embed_init: ``normal`` (N(0, embed_init_std)) or ``lecun_onehot`` (S5's and LRU's one-hot Dense: lecun-normal
+    rows, sd ``embed_fan_in``^-1/2, the vocabulary when null, and a zero-initialised bias; ``TokenEmbedding``).
     pooling: ``mean`` over real positions, ``cls`` (a learned token prepended, read at position 0), ``first``
-    (position 0 itself, no token added: LRA's dual encoder, whose "CLS" pooling reads the first byte) or ``sum``.
+    (position 0 itself, no token added: LRA's dual encoder, whose "CLS" pooling reads the first byte), ``sum`` or
+    ``last`` (each row's last real position, ``lengths - 1``: S4's ``mode: last`` decoder, on Pathfinder at d589d98).
     pair_features: ``concat`` = [u, v] (LRA, Mega) or ``nli`` = [u, v, u*v, u-v] (S4). Both documents of a pair
     run through the backbone as one batch of 2B rows (as S4 does: BatchNorm statistics span both).
     lra_code: LRA's released code (``lra_benchmarks/models/<model>/<model>.py`` and ``layers/common_layers.py``
@@ -81,7 +98,8 @@ class SequenceClassifier(nn.Module):
     to the task's length (here: the backbone's ``max_length``, less one for the CLS token), runs every position as
     data, hides ``inputs > 0`` from attention only (``src_padding_mask = (inputs > 0)``: on pixel tasks every black
     pixel too; the CLS token takes the first input's mask), trains the embedding of id 0 like any other, and its
-    ``MEAN`` pooling is ``jnp.mean(encoded, axis=1)``: the pads' outputs counted. Only for backbones whose
+    ``MEAN`` pooling is ``jnp.mean(encoded, axis=1)``: the pads' outputs counted; the head's Dense layers keep flax's
+    default init (``ClassifierHead``). Only for backbones whose
     ``forward`` takes ``token_mask`` (the LRA Transformer block); each mechanism's own ``lra_code`` does with that
     mask what LRA's attention does.
     """
@@ -95,6 +113,8 @@ class SequenceClassifier(nn.Module):
         input: str = "tokens",
         padding_idx: int | None = 0,
         embed_init_std: float | None = None,
+        embed_init: str = "normal",
+        embed_fan_in: int | None = None,
         embed_dropout: float = 0.0,
         pixel_mean: float = 0.0,
         pixel_std: float = 1.0,
@@ -125,7 +145,8 @@ class SequenceClassifier(nn.Module):
             if vocab_size < 2:
                 raise ValueError(f"token input needs vocab_size >= 2, got {vocab_size}")
             pad_row = None if lra_code else padding_idx  # LRA's nn.Embed trains the row of id 0 like any other
-            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std, pad_row)
+            self.embedding: nn.Module = TokenEmbedding(vocab_size, d_model, embed_init_std, pad_row, embed_init,
+                                                       embed_fan_in)
         elif input == "real":
             self.embedding = RealNumberEmbedding(d_model, mean=pixel_mean, std=pixel_std)
         else:
@@ -134,6 +155,9 @@ class SequenceClassifier(nn.Module):
         if lra_code and "token_mask" not in inspect.signature(backbone.forward).parameters:
             raise ValueError(f"lra_code=true reproduces LRA's released code, whose models are the LRA Transformer block "
                              f"with an attention mechanism; {type(backbone).__name__} is not one of them: set lra_code=false")
+        if getattr(backbone, "lra_code", lra_code) != lra_code:
+            raise ValueError(f"lra_code={lra_code} for the classifier but {type(backbone).__name__}.lra_code="
+                             f"{not lra_code}: build both from the one top-level lra_code")
         if lra_code and max_length(backbone) is None:
             raise ValueError(f"lra_code=true pads every sequence to the backbone's max_length (LRA's fixed task length); "
                              f"{type(backbone).__name__} declares none")
@@ -144,7 +168,8 @@ class SequenceClassifier(nn.Module):
         self.pair = pair
         self.pair_features = pair_features
         d_in = d_model * ((4 if pair_features == "nli" else 2) if pair else 1)
-        self.head = ClassifierHead(d_in, num_classes, head_hidden, head_activation, head_dropout, head_out_bias)
+        self.head = ClassifierHead(d_in, num_classes, head_hidden, head_activation, head_dropout, head_out_bias,
+                                   lra_code)
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens: (B, L), lengths: (B,) -> pooled (B, D)."""
@@ -172,6 +197,8 @@ class SequenceClassifier(nn.Module):
             return x[:, 0]
         if self.pooling == "sum":
             return x.sum(1)  # backbones return zeros at pads
+        if self.pooling == "last":
+            return x[torch.arange(x.size(0), device=x.device), lengths - 1]
         return masked_mean(x, lengths)  # with lra_code lengths are the padded width: LRA's mean over every position
 
     def forward(

@@ -40,6 +40,15 @@ log = logging.getLogger(__name__)
 ON_CHANCE = ("warn", "stop")
 FIXES = ("a lower learning rate (optimizer.lr)", "a longer warmup (scheduler.warmup_fraction or scheduler.warmup_steps)",
          "another seed (seed=...)")
+# a run whose schedule ends inside its warmup never trained at its lr: a longer warmup would make that worse
+SHORT_SCHEDULE_FIXES = ("a schedule longer than its warmup (scheduler.warmup_steps or warmup_fraction below the "
+                        "optimizer steps, or more steps)", "another seed (seed=...)")
+
+
+def fixes_for(pl_module: Any) -> tuple[str, ...]:
+    """The usual fixes; never "a longer warmup" for a schedule that ends inside its warmup (LRAModule records both)."""
+    short = getattr(pl_module, "warmup_steps", 0) >= getattr(pl_module, "schedule_steps", math.inf)
+    return SHORT_SCHEDULE_FIXES if short else FIXES
 
 
 def chance_rate(datamodule: Any, num_classes: int | None) -> tuple[float, int | None, str]:
@@ -160,7 +169,7 @@ class ChanceDiagnosis(pl.Callback):
             return
         self.flagged_at_step = trainer.global_step
         stop = self.on_chance == "stop"
-        message = self.message(trainer.global_step, total, stop)
+        message = self.message(trainer.global_step, total, stop, fixes_for(pl_module))
         if trainer.is_global_zero:
             log.warning("%s", message)
             send_wandb_alert(trainer, "lra_bench: run at chance", message)
@@ -168,14 +177,14 @@ class ChanceDiagnosis(pl.Callback):
             trainer.should_stop = True
             self.stopped_early = True
 
-    def message(self, step: int, total: int, stop: bool) -> str:
+    def message(self, step: int, total: int, stop: bool, fixes: tuple[str, ...] = FIXES) -> str:
         assert self.p0 is not None and self.threshold is not None
         band = f"{self.p0:.2%} + {self.z:g} standard errors over {self.n} samples = {self.threshold:.2%}" if self.n else f"{self.p0:.2%}"
         then = ("Stopping now (on_chance=stop)." if stop else
                 "Training goes on (on_chance=stop would end such a run here).")
         return (f"did it learn? No: after {step} of {total} optimizer steps ({step / total:.0%} of the schedule) the best "
                 f"validation accuracy, {self.best:.2%}, is within noise of chance ({self.source}: {band}). "
-                f"Usual fixes: {'; '.join(FIXES)}. {then}")
+                f"Usual fixes: {'; '.join(fixes)}. {then}")
 
     # --- what result.json records ---------------------------------------------------------------------------
     def result(self) -> dict[str, Any]:

@@ -108,11 +108,16 @@ class NonFiniteGuard(pl.Callback):
             pl_module.log("train/nonfinite_skipped", float(self.skipped), on_step=True, on_epoch=False)
             log.warning("non-finite %s at step %d: update skipped (%d so far)", what, step, self.skipped)
             return
-        good = resume_checkpoint(self.dirpath.parent)
-        hint = f"the last good checkpoint is {good[0]}" if good else "no checkpoint was saved yet"
+        # The weights of step `step` gave it: a checkpoint saved at that step holds them, one saved before does not.
+        good = resume_checkpoint(self.dirpath.parent, before_step=step)
+        lr = getattr(pl_module, "optimizer_cfg", {}).get("lr")
+        lower = f"optimizer.lr=<lower than {lr:g}>" if lr else "optimizer.lr=<lower>"
+        hint = (f"the last good checkpoint (saved before step {step}) is {good[0]}: resume from it with a lower lr, "
+                f"ckpt_path={good[0]} {lower}" if good else
+                f"no checkpoint was saved before step {step}: start over with a lower lr, {lower}")
         raise NonFiniteError(
             f"non-finite {what} at step {step} (epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}); "
-            f"{hint}. Lower optimizer.lr, check the data, or set on_nonfinite=skip to drop such updates"
+            f"{hint}. Or check the data, or set on_nonfinite=skip to drop such updates"
         )
 
 
@@ -134,6 +139,20 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def mark_saved_between_batches(checkpoint: dict[str, Any]) -> None:
+    """A checkpoint written at the start of a batch (preemption, the periodic checkpoint) records that batch as
+    fetched but not started. Lightning reads such a state as a mid-batch restart and, on resuming, shifts its batch
+    counter by one: validation every N steps then ran one step early. Recorded as "nothing fetched after the last
+    completed batch", it restores as a checkpoint written after the step's validation (Lightning's last.ckpt):
+    the next batch is the first one run, and the step's validation, already done, is not repeated."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+    if not progress:
+        return
+    for counts in (progress["total"], progress["current"]):
+        if counts["ready"] == counts["completed"] + 1 and counts["started"] == counts["completed"]:
+            counts["ready"] = counts["completed"]
 
 
 class ResumeState(pl.Callback):
@@ -167,6 +186,7 @@ class ResumeState(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint["lra_resume"] = {"consumed": self.consumed, "rng": capture_rng()}
+        mark_saved_between_batches(checkpoint)
         for logger in trainer.loggers:  # rows up to this checkpoint reach the disk with it
             logger.save()
         self._flush_pending = True  # and the checkpointed step's own rows, logged after it, at the next batch

@@ -132,6 +132,11 @@ class SafeWandbLogger(WandbLogger):
     def finalize(self, status):
         return self._guard("finalize", super().finalize, status)
 
+    def start_new_run(self, run_id: str) -> None:
+        """Log to a new W&B run (``run_id``) instead of the one configured; only before anything was logged."""
+        assert self._experiment is None, "the W&B run has already started"
+        self._id = self._wandb_init["id"] = run_id
+
 
 def wandb_logger(
     project: str,

@@ -17,7 +17,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lra_bench.training.optim import build_param_groups, describe_param_groups, lr_factor, resolve_warmup
+from lra_bench.training.optim import (build_param_groups, describe_param_groups, lr_factor, resolve_warmup,
+                                      warmup_longer_than_schedule)
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,11 @@ class LRAModule(pl.LightningModule):
     ``warmup_init_lr`` (absolute lr at step 0), ``final_lr_ratio``, ``warmup_power``, ``lra_cosine``.
     """
 
-    def __init__(self, net: nn.Module, num_classes: int, optimizer: dict[str, Any], scheduler: dict[str, Any]):
+    def __init__(self, net: nn.Module, num_classes: int, optimizer: dict[str, Any], scheduler: dict[str, Any],
+                 run_config: dict[str, Any] | None = None):
         super().__init__()
+        # run_config: the whole run's config, kept in every checkpoint (hyper_parameters) so that a resume can say
+        # what differs from its command (lra_bench/training/resume_rules.py)
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         self.optimizer_cfg = dict(optimizer)
@@ -97,6 +101,8 @@ class LRAModule(pl.LightningModule):
         self.param_group_summary = describe_param_groups(groups)
         for g in groups:
             g.pop("names")
+        # the command's values, applied again after a resume restores the checkpoint's optimizer (on_train_start)
+        self.configured_groups = [{k: g[k] for k in ("lr", "weight_decay")} for g in groups]
         optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))), eps=cfg.get("eps", 1e-8))
 
         s = self.scheduler_cfg
@@ -110,6 +116,24 @@ class LRAModule(pl.LightningModule):
         lr_factor(0, total, warmup, decay)  # validates the decay name before training starts
         span = f"{total} optimizer steps (scheduler.total_steps; the run trains {trained})" if total != trained else f"{total} optimizer steps"
         log.info("lr schedule: %s decay over %s, %d warmup steps", decay, span, warmup)
+        self.warmup_steps, self.schedule_steps = warmup, total  # read by the chance diagnosis
+        if warmup >= total:
+            log.warning("%s", warmup_longer_than_schedule(warmup, total, start, power))
         lra_cosine = bool(s.get("lra_cosine", False))  # LRA's cosine cycle (lra_code), see optim.lr_factor
         scheduler = LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, decay, start, final, power, lra_cosine))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
+
+    def on_train_start(self) -> None:
+        """The command's optimizer settings win over a resumed checkpoint's: Lightning restores the optimizer and the
+        scheduler with the lr, weight decay, betas and eps they were saved with. Each group's peak lr is set back to the
+        configured one, and its lr at the resumed step to peak x the schedule's factor there (the same shape, rescaled
+        to the new peak); Adam's moments stay. A no-op when nothing changed or nothing was resumed."""
+        cfg = self.optimizer_cfg
+        betas, eps = tuple(cfg.get("betas", (0.9, 0.999))), cfg.get("eps", 1e-8)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            for i, (group, fresh) in enumerate(zip(scheduler.optimizer.param_groups, self.configured_groups)):
+                group.update(initial_lr=fresh["lr"], weight_decay=fresh["weight_decay"], betas=betas, eps=eps)
+                scheduler.base_lrs[i] = fresh["lr"]
+                group["lr"] = fresh["lr"] * scheduler.lr_lambdas[i](scheduler.last_epoch)
+            scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]

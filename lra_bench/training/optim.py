@@ -118,3 +118,15 @@ def resolve_warmup(total_steps: int, warmup_steps: int | None, warmup_fraction: 
     if warmup_steps is not None:
         return int(warmup_steps)
     return int(round((warmup_fraction or 0.0) * total_steps))
+
+
+def warmup_longer_than_schedule(warmup_steps: int, total_steps: int, start_factor: float = 0.0,
+                                warmup_power: float = 1.0) -> str:
+    """The start-up warning for a schedule that ends inside its warmup (Mega's preset, 3,000 warmup steps, with
+    ``trainer.max_steps=30``): the lr never reaches ``optimizer.lr``, and the run learns little for a reason no
+    longer warmup fixes."""
+    last = max(total_steps - 1, 0)
+    peak = lr_factor(last, total_steps, warmup_steps, "constant", start_factor, 1.0, warmup_power)
+    return (f"lr schedule shorter than its warmup: {warmup_steps} warmup steps, but the schedule has {total_steps} "
+            f"optimizer steps, so the lr ends at {peak:.2%} of optimizer.lr and never reaches it. Set "
+            f"scheduler.warmup_steps (or warmup_fraction) below {total_steps}, or train longer")

@@ -1,13 +1,16 @@
 """Options checked before anything is built: one line naming the option and the fix, instead of a traceback deep
-inside Lightning or PyTorch (ZeroDivisionError for lr 0, NumPy's seed error for seed -1, ...)."""
+inside Lightning or PyTorch (ZeroDivisionError for lr 0, NumPy's seed error for seed -1, ...).
+
+The run's own options are checked here; the model's are declared in its schema (``lra_bench/models/options/``) and
+checked by ``check_model_options``, called last."""
 
 from __future__ import annotations
-
-import math
 
 from omegaconf import DictConfig, OmegaConf
 
 from lra_bench.errors import ConfigError
+from lra_bench.models.options.check import check_model_options
+from lra_bench.models.options.rules import is_int, is_number
 from lra_bench.training.diagnosis import ON_CHANCE
 from lra_bench.training.optim import DECAYS
 from lra_bench.training.stopping import time_limit_s
@@ -18,17 +21,13 @@ def _get(cfg: DictConfig, key: str):
 
 
 def check_options(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first option out of its range."""
+    """Raise ConfigError for the first option out of its range: the run's, then the model's (its schema)."""
     def need(ok: bool, key: str, rule: str) -> None:
         if not ok:
             raise ConfigError(f"{key}={_get(cfg, key)!r}: {rule}")
 
-    def is_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
+    length = _get(cfg, "task.max_length")
+    need(is_int(length) and length >= 1, "task.max_length", "must be an integer >= 1")
     batch = _get(cfg, "task.batch_size")
     need(is_int(batch) and batch >= 1, "task.batch_size", "must be an integer >= 1")
     eval_batch = _get(cfg, "task.datamodule.eval_batch_size")
@@ -40,9 +39,9 @@ def check_options(cfg: DictConfig) -> None:
     seed = _get(cfg, "seed")
     need(is_int(seed) and 0 <= seed < 2**32, "seed", "must be an integer in 0 .. 2^32 - 1")
     lr = _get(cfg, "optimizer.lr")
-    need(is_number(lr) and 0 < lr < math.inf, "optimizer.lr", "must be a number > 0 and finite")
+    need(is_number(lr) and lr > 0, "optimizer.lr", "must be a number > 0 and finite")
     wd = _get(cfg, "optimizer.weight_decay")
-    need(wd is None or (is_number(wd) and 0 <= wd < math.inf), "optimizer.weight_decay", "must be a number >= 0 and finite")
+    need(wd is None or (is_number(wd) and wd >= 0), "optimizer.weight_decay", "must be a number >= 0 and finite")
     need(_get(cfg, "scheduler.decay") in DECAYS, "scheduler.decay", f"must be one of {', '.join(DECAYS)}")
     warmup = _get(cfg, "scheduler.warmup_steps")
     need(warmup is None or (is_int(warmup) and warmup >= 0), "scheduler.warmup_steps", "must be null or an integer >= 0")
@@ -77,10 +76,8 @@ def check_options(cfg: DictConfig) -> None:
     need(limit is None or limit > 0, "trainer.max_time",
          'must be null or a positive duration "DD:HH:MM:SS" (e.g. "00:12:00:00" for 12 hours)')
     clip = _get(cfg, "trainer.gradient_clip_val")
-    need(clip is None or (is_number(clip) and 0 <= clip < math.inf), "trainer.gradient_clip_val",
+    need(clip is None or (is_number(clip) and clip >= 0), "trainer.gradient_clip_val",
          "must be null or a number >= 0 (0 or null: no clipping; Lightning ignores a negative one)")
-    length = _get(cfg, "task.max_length")
-    need(length is None or (is_int(length) and length >= 1), "task.max_length", "must be an integer >= 1 (tokens per row)")
     interval = _get(cfg, "trainer.val_check_interval")
     need(interval is None or (is_int(interval) and interval >= 1) or (is_number(interval) and 0 < interval <= 1),
          "trainer.val_check_interval", "must be null, an integer >= 1 (batches) or a fraction of the epoch in (0, 1]")
@@ -88,16 +85,16 @@ def check_options(cfg: DictConfig) -> None:
     need(fraction is None or (is_number(fraction) and 0 < fraction <= 1), "chance.fraction",
          "must be a number in (0, 1]: the part of the schedule after which a run at chance is named")
     z = _get(cfg, "chance.z")
-    need(z is None or (is_number(z) and 0 <= z < math.inf), "chance.z", "must be a number >= 0 and finite (standard errors)")
+    need(z is None or (is_number(z) and z >= 0), "chance.z", "must be a number >= 0 and finite (standard errors)")
     need(_get(cfg, "on_chance") in (None, *ON_CHANCE), "on_chance", f"must be one of {', '.join(ON_CHANCE)}")
     need(_get(cfg, "on_nonfinite") in (None, "stop", "skip"), "on_nonfinite", "must be one of stop, skip")
     every = _get(cfg, "checkpoint_every_n_steps")
     need(every is None or (is_int(every) and every >= 1), "checkpoint_every_n_steps", "must be an integer >= 1")
+    need(_get(cfg, "lra_code") in (True, False), "lra_code", "must be true (LRA's released code) or false (the papers')")
+    lra_cosine = _get(cfg, "scheduler.lra_cosine")
+    need(lra_cosine in (None, True, False), "scheduler.lra_cosine", "must be true or false (default: lra_code's value)")
     if _get(cfg, "lra_code") and _get(cfg, "model.net.lra_code") is not True:
         raise ConfigError(f"lra_code=true reproduces LRA's released code, whose models are the LRA Transformer block "
                           f"with an attention mechanism; model={_get(cfg, 'model.name')} is not one of them "
                           "(its config has no model.net.lra_code): set lra_code=false")
-    if _get(cfg, "model.name") == "mega_chunk":
-        chunk = _get(cfg, "model.net.backbone.chunk_size")
-        need(is_int(chunk) and chunk > 0, "model.net.backbone.chunk_size",
-             "must be > 0 for mega_chunk (<= 0 is full attention: use model=mega for that)")
+    check_model_options(cfg)

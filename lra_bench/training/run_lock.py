@@ -3,7 +3,8 @@
 Two identical commands started together (or one while the first runs) would write the same folder: CSV rows
 twice, ``-v1`` checkpoints, and the second run's result.json over the first's. The second refuses with one line
 naming the running process. The lock is an OS advisory lock (``flock``) on ``<run>/.lock``: the kernel releases it
-when its process dies however it dies, so a stale lock file of a dead process is simply taken over.
+when its process dies however it dies, so a stale lock file of a dead process is simply taken over. A clean exit
+empties the holder record before unlocking, so only a process that died holding the folder is named as taken over.
 """
 
 from __future__ import annotations
@@ -19,6 +20,23 @@ from pathlib import Path
 from lra_bench.errors import RunFolderBusy
 
 log = logging.getLogger(__name__)
+
+_HELD: set[int] = set()  # lock fds this process holds
+
+
+def _close_held_in_child() -> None:
+    """A forked child (a DataLoader worker) shares the lock's open file: while it lived on after its parent was
+    killed, the rerun found the folder busy. Closing the copy releases nothing for the parent (flock is released
+    when every copy is closed), and lets the lock go with the parent."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 RUN_ADVICE = ("One run folder has one writer: wait for that run to finish (then rerun to see its result), stop it, or "
@@ -52,6 +70,7 @@ class RunLock:
                                  "command": " ".join(sys.argv)}).encode(), 0)
         os.fsync(fd)
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def holder(self) -> dict:
@@ -78,6 +97,9 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            _HELD.discard(self._fd)
+            # emptied while still held (never unlinked: a process waiting on the old file would lock a ghost)
+            os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

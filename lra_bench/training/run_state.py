@@ -6,7 +6,8 @@ see conf/hydra/default.yaml), so rerunning a command finds its own folder:
 - ``result.json``: the run finished; a rerun prints it and stops (``rerun=true`` starts over), leaving
   ``skipped.txt`` so a sweep's summary can say the cell finished earlier.
 - ``error.json``: the last attempt failed (message, traceback); a rerun tries again.
-- ``checkpoints/``: the newest of ``last.ckpt``, ``periodic.ckpt`` and ``preempted.ckpt`` is resumed from.
+- ``checkpoints/``: the newest usable one of ``last.ckpt``, ``periodic.ckpt`` (and ``periodic-previous.ckpt``),
+  ``preempted.ckpt`` and ``best-step*.ckpt`` is resumed from; each has a ``.sha256`` checksum beside it.
 - ``wandb_id.txt``: the W&B run id, so a resumed run continues the same W&B run.
 """
 
@@ -23,7 +24,7 @@ from hashlib import sha1
 from pathlib import Path
 from typing import Any
 
-CHECKPOINT_NAMES = ("last.ckpt", "periodic.ckpt", "preempted.ckpt")
+CHECKPOINT_NAMES = ("last.ckpt", "periodic.ckpt", "periodic-previous.ckpt", "preempted.ckpt")
 
 
 def slug(overrides: str, max_len: int = 96) -> str:
@@ -50,38 +51,62 @@ def finished_result(run_dir: Path) -> dict[str, Any] | None:
 
 
 def checkpoint_step(path: Path) -> int:
-    """The optimizer step a checkpoint was saved at (memory-mapped: nothing but the header is read); -1 when the
-    file cannot be read as a checkpoint (truncated, 0 bytes, not a checkpoint)."""
-    import torch
+    """The optimizer step a checkpoint was saved at; -1 when it fails its checks (``inspect_checkpoint``)."""
+    from lra_bench.training.checkpoint_io import UnusableCheckpoint, inspect_checkpoint
 
     try:
-        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("global_step", -1))
-    except Exception:  # a truncated checkpoint (killed while writing) is never resumed from
+        return inspect_checkpoint(path)["global_step"]
+    except UnusableCheckpoint:
         return -1
 
 
-def resume_checkpoint(run_dir: Path, report: list[str] | None = None) -> tuple[Path, int] | None:
-    """The valid checkpoint furthest into training and the step saved in it, or None.
+def resume_checkpoint(run_dir: Path, skipped: dict | None = None, expected_shapes: dict | None = None,
+                      before_step: int | None = None) -> tuple[Path, int] | None:
+    """The usable checkpoint furthest into training and the step saved in it, or None.
 
-    Candidates: ``last``, ``periodic``, ``preempted`` and the best-validation checkpoints (``best-step*.ckpt``):
-    the run never starts over while any of them can be read. Chosen by the step saved inside, not by file time
-    (after a SIGTERM, Lightning's epoch-end hooks write last.ckpt after preempted.ckpt at the same step); ties go to
-    preempted, then last (it holds the validation results), then periodic, then best. ``report``, when given,
-    collects one line per unreadable checkpoint (skipped, with the reason)."""
+    Candidates: ``last``, ``periodic`` (and the one before it), ``preempted`` and the best-validation checkpoints
+    (``best-step*.ckpt``): the run never starts over while any of them passes its checks (checksum, a readable
+    checkpoint, and with ``expected_shapes`` the model's tensor shapes: ``checkpoint_io.inspect_checkpoint``).
+    Chosen by the step saved inside, not by file time (after a SIGTERM, Lightning's epoch-end hooks write last.ckpt
+    after preempted.ckpt at the same step); ties go to preempted, then last (it holds the validation results), then
+    periodic, then best. ``before_step``: only checkpoints saved before that step. ``skipped``, when given, collects
+    each checkpoint that fails its checks with the reason (``UnusableCheckpoint``; ``WrongModel`` for another
+    model's)."""
+    from lra_bench.training.checkpoint_io import UnusableCheckpoint, inspect_checkpoint
+
     folder = Path(run_dir) / "checkpoints"
     found = [folder / n for n in CHECKPOINT_NAMES if (folder / n).is_file()]
     found += sorted(folder.glob("best-*.ckpt")) if folder.is_dir() else []
-    rank = {"preempted.ckpt": 3, "last.ckpt": 2, "periodic.ckpt": 1}
-    steps = {p: checkpoint_step(p) for p in found}
-    for p, step in steps.items():
-        if step < 0 and report is not None:
-            size = p.stat().st_size
-            report.append(f"skipping {p} ({'0 bytes' if size == 0 else f'{size:,} bytes'}, not a readable checkpoint)")
-    valid = [p for p in found if steps[p] >= 0]
+    rank = {"preempted.ckpt": 4, "last.ckpt": 3, "periodic.ckpt": 2, "periodic-previous.ckpt": 1}
+    steps: dict[Path, int] = {}
+    for p in found:
+        try:
+            steps[p] = inspect_checkpoint(p, expected_shapes)["global_step"]
+        except UnusableCheckpoint as e:
+            if skipped is not None:
+                skipped[p] = e
+    valid = [p for p in steps if before_step is None or steps[p] < before_step]
     if not valid:
         return None
     best = max(valid, key=lambda p: (steps[p], rank.get(p.name, 0)))
     return best, steps[best]
+
+
+def set_unusable_aside(paths: list[Path]) -> Path | None:
+    """Move checkpoints that failed their checks (and their checksums) into ``checkpoints/unusable/``: kept to look
+    at, out of the way of the names the resumed run writes (a best-step20.ckpt left in place made the new one
+    best-step20-v1.ckpt)."""
+    from lra_bench.training.checkpoint_io import checksum_path
+
+    if not paths:
+        return None
+    target = Path(paths[0]).parent / "unusable"
+    target.mkdir(exist_ok=True)
+    for p in paths:
+        for f in (p, checksum_path(p)):
+            if f.exists():
+                os.replace(f, target / f.name)
+    return target
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:

@@ -26,7 +26,7 @@ ROWS = (
     ("task", "task", "str"),
     ("model", "model", "str"),
     ("best val accuracy", "val/acc_best", "pct"),
-    ("test accuracy (best ckpt)", "test/acc", "pct"),
+    ("test accuracy", "test/acc", "pct"),  # labelled by what was tested: tested_weights()
     ("val majority-class rate", "data/val_majority_rate", "pct"),
     ("train tokens/s", "perf/tokens_per_sec", "num"),
     ("train samples/s", "perf/samples_per_sec", "num"),
@@ -39,6 +39,12 @@ ROWS = (
 )
 
 
+def tested_weights(result: dict[str, Any]) -> str:
+    """What the test accuracy was measured on: the best-validation checkpoint, or the final weights when no
+    validation ran (no best checkpoint; the run's log says so too)."""
+    return "best ckpt" if result.get("best_checkpoint", "best") else "final weights"
+
+
 def print_summary(result: dict[str, Any], out_dir: Path | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -49,6 +55,7 @@ def print_summary(result: dict[str, Any], out_dir: Path | None = None) -> None:
     for label, key, kind in ROWS:
         if key in result:
             value = result[key]
+            label = f"{label} ({tested_weights(result)})" if key == "test/acc" else label
             table.add_row(label, str(value) if kind == "str" else _fmt(value, kind))
     console = Console()
     console.print(table)

@@ -9,11 +9,12 @@ Reference: ``google-research/long-range-arena`` ``lra_benchmarks/models/linear_t
 (``linear_attention``, ``elu_feature_map``, ``eps=1e-6`` added to the denominator) inside the shared LRA block
 (``linear_transformer.py``: q/k/v/out projections without bias, xavier-uniform).
 
-Differences from LRA:
-- Padding: LRA's ``LinearAttention`` ignores its padding mask, so pad keys enter both sums. Here phi(K) is zeroed
-  where ``mask`` is False (length pads and holes), so they contribute nothing to phi(K)^T V or to sum phi(K),
-  and outputs at real positions do not depend on padding. A row with no valid key attends to all keys, as
-  ``softmax.py`` does.
+Differences from LRA (default; ``lra_code=True`` does what LRA's code does):
+- Padding: LRA's ``LinearAttention`` ignores its padding mask (``linear_attention.py:137-142, 174-181``: the
+  mask only guards a no-op), so pad keys (and, with LRA's ``inputs > 0`` mask, black pixels) enter both sums. By
+  default phi(K) is zeroed where ``mask`` is False (length pads and holes), so they contribute nothing to
+  phi(K)^T V or to sum phi(K), and outputs at real positions do not depend on padding. A row with no valid key
+  attends to all keys, as ``softmax.py`` does. ``lra_code`` ignores ``mask``.
 - Attention dropout: LRA's ``linear_attention`` deletes its dropout arguments (its TODO: "figure out how to apply
   attention dropout"); there are no weights to drop, so this mechanism takes no ``dropout`` either.
 
@@ -47,14 +48,15 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 class LinearAttention(nn.Module):
     """Multi-head non-causal linear attention with phi = elu + 1.
 
-    eps: added to the denominator (LRA's ``linear_attention`` default, 1e-6).
+    eps: added to the denominator (LRA's ``linear_attention`` default, 1e-6). lra_code: ``mask`` ignored, as LRA.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_qkv: int | None = None, eps: float = 1e-6):
+    def __init__(self, d_model: int, n_heads: int, d_qkv: int | None = None, eps: float = 1e-6, lra_code: bool = False):
         super().__init__()
         d_qkv = qkv_width(d_model, n_heads, d_qkv)
         self.n_heads = n_heads
         self.eps = eps
+        self.lra_code = lra_code
         self.qkv, self.out = projections(d_model, d_qkv)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,7 +64,7 @@ class LinearAttention(nn.Module):
         B, L, _ = x.shape
         q, k, v = split_heads(self.qkv(x), self.n_heads)  # (B, H, L, E)
         phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)
-        if mask is not None:
+        if mask is not None and not self.lra_code:  # LRA: no mask at all
             # phi > 0 everywhere, so a masked key must be zeroed after the feature map, not before
             phi_k = phi_k * key_mask(mask)[:, None, :, None].to(phi_k.dtype)
         num, den = linear_attention(phi_q, phi_k, v)

@@ -11,12 +11,14 @@ attention's default: ``LinformerBlock`` never passes another, and ``text_classif
 ``low_rank_features = 32`` of its ``linformer_base.py``); q/k/v/out projections without bias, xavier-uniform;
 flax ``dot_product_attention`` (1/sqrt(E_h) scaling, dropout on the (L, k) weights).
 
-Differences from LRA:
-- Padding: LRA ignores the padding mask (its TODO: "Does Linformer care about masks? Since everything is mixed
-  in length dimension are masks relevant?"), so pads are mixed into every projected key and value. Here the
-  rows of K and V where ``mask`` is False (length pads and holes) are zeroed before the length projection, so
-  they contribute nothing, and outputs at real positions do not depend on how much padding follows (E's
-  columns past the true length multiply zeros). A row with no valid key keeps all its keys, as in ``softmax.py``.
+Differences from LRA (default; ``lra_code=True`` does what LRA's code does):
+- Padding: LRA ignores the padding mask (``linformer_attention.py:149-150``, its TODO: "Does Linformer care about
+  masks? Since everything is mixed in length dimension are masks relevant?"), so pads (and, with LRA's
+  ``inputs > 0`` mask, black pixels) are mixed into every projected key and value. By default the rows of K and V
+  where ``mask`` is False (length pads and holes) are zeroed before the length projection, so they contribute
+  nothing, and outputs at real positions do not depend on how much padding follows (E's columns past the true
+  length multiply zeros). A row with no valid key keeps all its keys, as in ``softmax.py``. ``lra_code`` ignores
+  ``mask``.
 - Order of products: E (X W_k) and E (X W_v) are computed as (E X) W_k and (E X) W_v (the projections have no
   bias, so the numbers are the same up to rounding): k L D + 2 k D d_qkv multiply-adds instead of
   2 L D d_qkv + 2 k L d_qkv, and no full-length keys or values are stored.
@@ -46,12 +48,14 @@ class LinformerAttention(nn.Module):
         dropout: float = 0.0,
         k: int = 16,
         share_kv: bool = True,
+        lra_code: bool = False,
     ):
         super().__init__()
         d_qkv = qkv_width(d_model, n_heads, d_qkv)
         self.n_heads = n_heads
         self.dropout = dropout
         self.max_length = max_length
+        self.lra_code = lra_code
         self.query = nn.Linear(d_model, d_qkv, bias=False)
         self.key = nn.Linear(d_model, d_qkv, bias=False)
         self.value = nn.Linear(d_model, d_qkv, bias=False)
@@ -68,7 +72,7 @@ class LinformerAttention(nn.Module):
         if L > self.max_length:
             raise ValueError(f"sequence length {L} exceeds Linformer's projection length {self.max_length}; "
                              "raise model.net.backbone.max_length")
-        if mask is not None:
+        if mask is not None and not self.lra_code:  # LRA: no mask at all
             keep = mask | ~mask.any(-1, keepdim=True)  # a row with no valid key keeps them all
             x_kv = x * keep[..., None].to(x.dtype)  # zero rows of X are zero rows of K and V (no bias)
         else:

@@ -19,9 +19,10 @@ classification recipe). Hugging Face's ``LongformerSelfAttention`` computes the 
 
 Differences from LRA's code: LRA builds (L, L) masks (quadratic cost); ours is blockwise. LRA always creates the
 three global projections, unused (and untrained) when nothing is global; ours creates them only for
-``n_global > 0``. A query that is itself masked gets the uniform average of all values, as LRA's -1e10 bias on its
-whole row gives; only done when ``mask`` has holes (masked pixels with ``lra_code``), since a masked query
-in a right-padded tail is a pad, whose output is free.
+``n_global > 0`` (so ``lra_code=True``, which otherwise computes the same, refuses global tokens). A query that is
+itself masked gets the uniform average of all values, as LRA's -1e10 bias on its whole row gives, in both settings:
+with ``lra_code`` such queries are black pixels and the pads, whose outputs LRA's mean pooling counts; by default
+they are pads, which the encoder zeroes.
 
 Shapes: B batch, L length, D model dim, H heads, E = d_qkv / H per-head dim, W block length, N number of blocks.
 """
@@ -34,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.models.attention.heads import (attend, average_masked_queries, has_holes, projections, qkv_width,
-                                              split_heads, xavier_qkv_)
+from lra_bench.models.attention.heads import (attend, average_masked_queries, projections, qkv_width, split_heads,
+                                              xavier_qkv_)
 
 
 def with_neighbours(t: torch.Tensor) -> torch.Tensor:
@@ -56,11 +57,16 @@ class LongformerAttention(nn.Module):
         dropout: float = 0.0,
         window_size: int = 512,
         n_global: int = 0,
+        lra_code: bool = False,
     ):
         super().__init__()
         d_qkv = qkv_width(d_model, n_heads, d_qkv)
         if window_size < 1 or n_global < 0:
             raise ValueError(f"window_size must be >= 1 and n_global >= 0, got {window_size} and {n_global}")
+        if lra_code and n_global:
+            raise ValueError(f"lra_code=True runs LRA's Longformer, whose encoder passes no global_mask "
+                             f"(longformer.py); got n_global={n_global}: set n_global=0")
+        self.lra_code = lra_code
         self.n_heads = n_heads
         self.window_size = window_size
         self.right = window_size // 2
@@ -105,14 +111,13 @@ class LongformerAttention(nn.Module):
         flat = partial(torch.flatten, start_dim=0, end_dim=1)  # (B, N, C, Q, X) -> (B * N, C, Q, X)
         y = attend(flat(blocks(q)), flat(kw), flat(vw), flat(allowed), self.dropout, self.training)
         y = y.view(B, N, H, W, -1).transpose(1, 2).reshape(B, H, N * W, -1)[:, :, :L]
-        holes = has_holes(mask)
-        if holes:
+        if mask is not None:
             y = average_masked_queries(y, v, mask)  # LRA: a masked query averages all values
         if n_g:
             qg, kg, vg = split_heads(self.qkv_global(x), H)
             allowed_g = valid[:, None, None, :] | F.pad(torch.eye(n_g, dtype=torch.bool, device=x.device), (0, L - n_g))
             yg = attend(qg[:, :, :n_g], kg, vg, allowed_g, self.dropout, self.training)
-            if holes:
+            if mask is not None:
                 yg = torch.where(mask[:, None, :n_g, None], yg, vg.mean(dim=2, keepdim=True))
             y = torch.cat([yg, y[:, :, n_g:]], dim=2)
         return self.out(y.transpose(1, 2).reshape(B, L, -1))

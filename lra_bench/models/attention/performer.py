@@ -18,21 +18,26 @@ of ``google-research/performer/fast_attention/jax/fast_attention.py``) and ``per
   (``redraw_features=True``), eps = the stabiliser 1e-6, and the denominator R raised by 2e-6 where |R| <= 1e-6.
   The max (over features for a query; over features and keys for the keys) only keeps exp from overflowing.
 
-Differences from LRA:
+Differences from LRA (default; ``lra_code=True`` does what LRA's code does, except JAX's random values):
 - Padding: flax passes the padding mask to the attention function as ``bias``, which LRA's fast attention
-  ignores, so pad keys enter both sums. Here phi(K) is zeroed where ``mask`` is False (pads and holes) and the
+  ignores (``performer_attention.py:550-561``), so pad keys (and, with LRA's ``inputs > 0`` mask, black pixels)
+  enter both sums and the keys' max. By default phi(K) is zeroed where ``mask`` is False (pads and holes) and the
   keys' max runs over valid keys only, so outputs at real positions do not depend on padding. A row with no
-  valid key attends to all keys, as ``softmax.py`` does.
-- Redrawing: LRA draws a new W at every call (train and eval) from a seed made of ``sum(query)``. Here a new W
-  is drawn from torch's generator at every training call and kept in the ``projection`` buffer, so evaluation
-  uses the last training draw (saved with the checkpoint) and is deterministic.
-- Orthogonal features: LRA (and ``performer-pytorch``) take Q of a Householder QR as is, whose sign convention
-  makes Q not Haar-distributed, so the rows are not marginally Gaussian and FAVOR+ is biased (raised in
-  google-research/google-research#436 and lucidrains/performer-pytorch#8; at E = 4 the mean of 40,000 features
-  is 30 standard errors off exp(q.k / sqrt(E))). Here Q's columns are multiplied by sign(diag R) (Mezzadri,
-  2007), which makes the features unbiased.
+  valid key attends to all keys, as ``softmax.py`` does. ``lra_code`` ignores ``mask``.
+- Redrawing: LRA draws a new W at every call, train and eval, from ``PRNGKey(int32(ceil(sum(query) * 1e7)))``
+  (``performer_attention.py:579-584``): the whole batch's queries seed it, so an example's prediction depends on
+  the rest of its batch. By default a new W is drawn from torch's generator at every training call and kept in
+  the ``projection`` buffer, so evaluation uses the last training draw (saved with the checkpoint) and is
+  deterministic. ``lra_code`` redraws at every call from a torch generator seeded with LRA's integer (saturated
+  to int32): the same dependence on the batch, not JAX's values (JAX's threefry draws are not reproduced).
+- Orthogonal features: LRA (and ``performer-pytorch``) take Q of a Householder QR as is
+  (``performer_attention.py:349-366``), whose sign convention makes Q not Haar-distributed, so the rows are not
+  marginally Gaussian and FAVOR+ is biased (raised in google-research/google-research#436 and
+  lucidrains/performer-pytorch#8; at E = 4 the mean of 40,000 features is 30 standard errors off
+  exp(q.k / sqrt(E))). By default Q's columns are multiplied by sign(diag R) (Mezzadri, 2007), which makes the
+  features unbiased; ``lra_code`` keeps LRA's Q.
 - The keys' and queries' max is detached (as ``performer-pytorch`` does): its value cancels between numerator
-  and denominator up to eps, so only O(eps) gradient is dropped.
+  and denominator up to eps, so only O(eps) gradient is dropped (both settings).
 - Attention dropout: none, as in LRA (its fast attention ignores the dropout arguments); no ``dropout`` option.
 
 Shapes: B batch, L length, D model dim, H heads, E = d_qkv / H per-head dim, M features.
@@ -54,29 +59,45 @@ KERNELS = ("relu", "softmax")
 FEATURES = ("deterministic", "ortho", "iid")
 
 
-def haar_orthogonal(n: int, device: torch.device | None = None) -> torch.Tensor:
+INT32 = (-(2**31), 2**31 - 1)
+
+
+def haar_orthogonal(n: int, device: torch.device | None = None, generator: torch.Generator | None = None,
+                    sign_fix: bool = True, dtype: torch.dtype | None = None) -> torch.Tensor:
     """A Haar-distributed (n, n) orthogonal matrix: QR of a Gaussian matrix with Q's columns multiplied by the
-    signs of R's diagonal (Mezzadri, 2007). Without that fix Q inherits Householder QR's sign convention (LAPACK
-    makes r_11 = -sign(a_11) |a_1|, so Q's first column always has a negative first entry): its rows are not
-    marginally N(0, I) after the chi rescaling, and FAVOR+ built from them is biased."""
-    Q, R = torch.linalg.qr(torch.randn(n, n, device=device))
-    return Q * torch.sign(torch.diagonal(R))
+    signs of R's diagonal (Mezzadri, 2007). Without that fix (``sign_fix=False``, LRA's) Q inherits Householder
+    QR's sign convention (LAPACK makes r_11 = -sign(a_11) |a_1|, so Q's first column always has a negative first
+    entry): its rows are not marginally N(0, I) after the chi rescaling, and FAVOR+ built from them is biased."""
+    Q, R = torch.linalg.qr(torch.randn(n, n, device=device, generator=generator, dtype=dtype))
+    return Q * torch.sign(torch.diagonal(R)) if sign_fix else Q
 
 
-def gaussian_orthogonal_matrix(n_rows: int, n_cols: int, device: torch.device | None = None) -> torch.Tensor:
+def gaussian_orthogonal_matrix(n_rows: int, n_cols: int, device: torch.device | None = None,
+                               generator: torch.Generator | None = None, sign_fix: bool = True,
+                               dtype: torch.dtype | None = None) -> torch.Tensor:
     """(n_rows, n_cols): blocks of n_cols orthonormal rows, each row rescaled to the norm of an independent
     Gaussian vector, so every row is marginally N(0, I) and rows within a block are orthogonal (LRA's
-    ``GaussianOrthogonalRandomMatrix`` with ``ortho_scaling=0``)."""
+    ``GaussianOrthogonalRandomMatrix`` with ``ortho_scaling=0``: the blocks drawn first, then the norms)."""
     n_blocks = math.ceil(n_rows / n_cols)
-    rows = torch.cat([haar_orthogonal(n_cols, device).T for _ in range(n_blocks)])[:n_rows]
-    return torch.randn(n_rows, n_cols, device=device).norm(dim=1, keepdim=True) * rows
+    rows = torch.cat([haar_orthogonal(n_cols, device, generator, sign_fix, dtype).T for _ in range(n_blocks)])[:n_rows]
+    norms = torch.randn(n_rows, n_cols, device=device, generator=generator, dtype=dtype).norm(dim=1, keepdim=True)
+    return norms * rows
 
 
-def draw_projection(kind: str, n_rows: int, n_cols: int, device: torch.device | None = None) -> torch.Tensor:
-    """The random matrix W (n_rows, n_cols) of ``ortho`` or ``iid`` Gaussian features."""
+def draw_projection(kind: str, n_rows: int, n_cols: int, device: torch.device | None = None,
+                    generator: torch.Generator | None = None, sign_fix: bool = True,
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The random matrix W (n_rows, n_cols) of ``ortho`` or ``iid`` Gaussian features (``dtype``: torch's default)."""
     if kind == "ortho":
-        return gaussian_orthogonal_matrix(n_rows, n_cols, device)
-    return torch.randn(n_rows, n_cols, device=device)
+        return gaussian_orthogonal_matrix(n_rows, n_cols, device, generator, sign_fix, dtype)
+    return torch.randn(n_rows, n_cols, device=device, generator=generator, dtype=dtype)
+
+
+def lra_redraw_seed(q: torch.Tensor) -> int:
+    """LRA's seed for a redraw, ``int32(ceil(sum(query) * 1e7))`` over the whole batch
+    (``performer_attention.py:581-582``); out-of-range sums saturate (XLA leaves the float-to-int conversion of those
+    to the backend)."""
+    return int(torch.ceil(q.sum() * 1e7).clamp(*INT32).item())
 
 
 def favor_exponent(x: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,6 +139,8 @@ class PerformerAttention(nn.Module):
     n_features: M for random features. redraw: a new W at every training call.
     feature_eps: added to every feature (LRA: 1e-3 for relu, the stabiliser 1e-6 for softmax).
     stabilizer: the denominator R becomes R + 2 * stabilizer where |R| <= stabilizer (LRA: 0 relu, 1e-6 softmax).
+    lra_code: LRA's code (module docstring): ``mask`` ignored, W redrawn at every call (with ``redraw``) from a seed
+    made of the queries, orthogonal blocks without the sign fix.
     """
 
     def __init__(
@@ -131,6 +154,7 @@ class PerformerAttention(nn.Module):
         redraw: bool = False,
         feature_eps: float = 1e-3,
         stabilizer: float = 0.0,
+        lra_code: bool = False,
     ):
         super().__init__()
         d_qkv = qkv_width(d_model, n_heads, d_qkv)
@@ -146,16 +170,19 @@ class PerformerAttention(nn.Module):
         self.redraw = redraw and features != "deterministic"
         self.feature_eps = feature_eps
         self.stabilizer = stabilizer
+        self.lra_code = lra_code
         d_head = d_qkv // n_heads
-        W = None if features == "deterministic" else draw_projection(features, n_features, d_head)
+        W = None if features == "deterministic" else draw_projection(features, n_features, d_head,
+                                                                     sign_fix=not lra_code)
         self.register_buffer("projection", W)  # persistent: a fixed W is part of the model
         self.qkv, self.out = projections(d_model, d_qkv)
 
     @torch.no_grad()
-    def redraw_projection(self) -> None:
-        """Draw a new W in place (LRA's ``redraw_features``)."""
+    def redraw_projection(self, seed: int | None = None) -> None:
+        """Draw a new W in place (LRA's ``redraw_features``): from torch's generator, or one seeded with ``seed``."""
         W = self.projection
-        W.copy_(draw_projection(self.features, W.size(0), W.size(1), W.device))
+        generator = None if seed is None else torch.Generator(W.device).manual_seed(seed)
+        W.copy_(draw_projection(self.features, W.size(0), W.size(1), W.device, generator, not self.lra_code, W.dtype))
 
     def feature_map(
         self, q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None
@@ -174,10 +201,13 @@ class PerformerAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L, D); mask: (B, L) bool, True where a position may be attended, or None (all) -> (B, L, D)."""
         B, L, _ = x.shape
-        if self.redraw and self.training:
-            self.redraw_projection()
         q, k, v = split_heads(self.qkv(x), self.n_heads)  # (B, H, L, E)
-        phi_q, phi_k = self.feature_map(q, k, None if mask is None else key_mask(mask))
+        if self.redraw and self.lra_code:  # LRA: at every call, train and eval, seeded by the queries
+            self.redraw_projection(lra_redraw_seed(q))
+        elif self.redraw and self.training:
+            self.redraw_projection()
+        valid = None if mask is None or self.lra_code else key_mask(mask)  # LRA: no mask at all
+        phi_q, phi_k = self.feature_map(q, k, valid)
         num, den = linear_attention(phi_q, phi_k, v)
         if self.stabilizer > 0:
             den = den + 2 * self.stabilizer * (den.abs() <= self.stabilizer).to(den.dtype)

@@ -28,9 +28,9 @@ Differences from LRA's code: LRA builds the (L, L) mask and runs dense attention
 (``pattern_mask`` builds the explicit mask only as a reference for tests and plots). A2 includes j mod l = 0 as
 LRA's ``Fixed2Pattern`` does (the paper writes the set as {t, t + 1, ..., l}, t = l - c, and l mod l = 0).
 ``causal=False`` (the pattern without j <= i) is an option LRA does not have. A query that is itself masked gets the
-uniform average of all values, as LRA's -1e10 bias on its whole row gives; only done when ``mask`` has holes
-(masked pixels with ``lra_code``), since a masked query in a right-padded tail is a pad, whose output is
-free.
+uniform average of all values, as LRA's -1e10 bias on its whole row gives, in both settings: with ``lra_code`` such
+queries are black pixels and the pads, whose outputs LRA's mean pooling counts; by default they are pads, which the
+encoder zeroes. Nothing else differs under ``lra_code``, so this mechanism has no option for it.
 
 Shapes: B batch, L length, D model dim, H heads, E = d_qkv / H per-head dim, l block length, N blocks, s summary
 positions per block.
@@ -45,8 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lra_bench.models.attention.heads import (attend, average_masked_queries, has_holes, projections, qkv_width,
-                                              split_heads)
+from lra_bench.models.attention.heads import attend, average_masked_queries, projections, qkv_width, split_heads
 
 
 def summary_offsets(block_size: int, c: int) -> list[int]:
@@ -201,6 +200,6 @@ class SparseAttention(nn.Module):
             y = torch.cat([attend(q[:, :, :1], k, v, allowed, self.dropout, self.training), y], dim=2)
         else:
             y = self.pattern_attention(q, k, v, valid, None)
-        if has_holes(mask):
+        if mask is not None:
             y = average_masked_queries(y, v, mask)  # LRA: a masked query averages all values
         return self.out(y.transpose(1, 2).reshape(B, L, -1))

@@ -32,16 +32,20 @@ class FFTConv(nn.Module):
 
     def __init__(self, d_model: int, d_state: int = 64, mode: str = "dplr", bidirectional: bool = True,
                  init: str = "legs", disc: str = "zoh", n_ssm: int | None = 1, dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, dt_transform: str = "softplus", lr: dict | None = None, chunk: int = 256):
+                 dt_max: float = 1e-1, dt_transform: str = "softplus", lr: dict | None = None, chunk: int = 256,
+                 b_clip: float | None = 2.0, c_init: str = "normal"):
         super().__init__()
         self.bidirectional = bidirectional
         channels = 2 if bidirectional else 1
         if mode == "dplr":
             if init != "legs":
                 raise ValueError("S4 (mode dplr) uses the HiPPO-LegS init; S4D (mode diag) takes lin, inv or legs")
+            if (b_clip, c_init) != (2.0, "normal"):
+                raise ValueError(f"b_clip={b_clip} / c_init={c_init} are S4D options (mode diag); S4 (mode dplr) keeps 2.0 / normal")
             self.kernel: nn.Module = SSMKernelDPLR(d_model, d_state, channels, n_ssm, dt_min, dt_max, dt_transform, lr, chunk)
         elif mode == "diag":
-            self.kernel = SSMKernelDiag(d_model, d_state, channels, init, disc, n_ssm, dt_min, dt_max, dt_transform, lr)
+            self.kernel = SSMKernelDiag(d_model, d_state, channels, init, disc, n_ssm, dt_min, dt_max, dt_transform, lr,
+                                        b_clip, c_init)
         else:
             raise ValueError(f"mode must be dplr (S4) or diag (S4D), got {mode!r}")
         self.D = nn.Parameter(torch.randn(d_model))
@@ -93,28 +97,33 @@ class S4Encoder(nn.Module):
 
     ``lr``: the SSM learning rates, {dt, A, B, C} (None = the global lr), e.g. S4's dict form
     {dt: null, A: 1e-3, B: 1e-3, C: null} or its scalar form 1e-3 for all four. Biases and norm weights of
-    the backbone get weight decay 0 (S4's ``add_optimizer_hooks``).
+    the backbone get weight decay 0 (S4's ``add_optimizer_hooks``, train.optimizer_param_grouping at HEAD), unless
+    ``decay_norm_bias``: the global weight decay, as at d589d98, whose config.yaml set no grouping (train.py:456).
+    ``b_clip`` / ``c_init``: S4D's init as at HEAD (2.0 / normal) or as at d589d98 (null / normal_times_b).
     """
 
     def __init__(self, d_model: int, n_layers: int = 6, d_state: int = 64, mode: str = "dplr", bidirectional: bool = True,
                  init: str = "legs", disc: str = "zoh", n_ssm: int | None = 1, dt_min: float = 1e-3, dt_max: float = 1e-1,
                  dt_transform: str = "softplus", lr: dict | float | None = None, dropout: float = 0.0,
-                 norm: str = "batch", prenorm: bool = True, chunk: int = 256):
+                 norm: str = "batch", prenorm: bool = True, chunk: int = 256, decay_norm_bias: bool = False,
+                 b_clip: float | None = 2.0, c_init: str = "normal"):
         super().__init__()
         if isinstance(lr, (int, float)):
             lr = {"dt": lr, "A": lr, "B": lr, "C": lr}
         lr = dict(lr) if lr is not None else None
         self.prenorm = prenorm
         conv = dict(d_state=d_state, mode=mode, bidirectional=bidirectional, init=init, disc=disc, n_ssm=n_ssm,
-                    dt_min=dt_min, dt_max=dt_max, dt_transform=dt_transform, lr=lr, chunk=chunk)
+                    dt_min=dt_min, dt_max=dt_max, dt_transform=dt_transform, lr=lr, chunk=chunk,
+                    b_clip=b_clip, c_init=c_init)
         self.layers = nn.ModuleList(S4Block(d_model, dropout, **conv) for _ in range(n_layers))
         self.norms = nn.ModuleList(_Norm(norm, d_model) for _ in range(n_layers))
         self.dropout = TiedDropout(dropout, seq_dim=-1)
         self.final_norm = _Norm(norm, d_model) if prenorm else None
-        for name, p in self.named_parameters():
-            if not hasattr(p, "_optim") and (name.endswith("bias") or ".norm." in f".{name}" or name.startswith("norms.")
-                                             or name.startswith("final_norm.")):
-                p._optim = {"weight_decay": 0.0}
+        if not decay_norm_bias:
+            for name, p in self.named_parameters():
+                if not hasattr(p, "_optim") and (name.endswith("bias") or ".norm." in f".{name}"
+                                                 or name.startswith(("norms.", "final_norm."))):
+                    p._optim = {"weight_decay": 0.0}
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         keep = length_mask(lengths, x.size(1))[:, None, :].to(x.dtype)  # (B, 1, L)

@@ -61,13 +61,14 @@ def nplr_legs(n: int, b_clip: float | None = 2.0) -> tuple[torch.Tensor, torch.T
     return lam, V.conj().T @ P.to(torch.complex128), B, V
 
 
-def s4d_init(kind: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def s4d_init(kind: str, n: int, b_clip: float | None = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(lambda, B) of the N/2 stored modes for S4D: ``lin``, ``inv`` or ``legs``.
 
     As state-spaces/s4 ``models/s4/s4.py`` ``dplr()``: A = -1/2 - i * imag with imag >= 0, i.e. every kept
     eigenvalue has a negative imaginary part (S4D-Lin: Im lambda_k = -pi k; S4D-Inv: -(N/pi)(N/(2k+1) - 1)).
     B = 1 for Lin/Inv; LegS takes lambda and B from the NPLR form with Im B clipped to +-2 (S4's ``B_clip``;
-    the theoretical 1/2 factor is dropped, as in S4).
+    the theoretical 1/2 factor is dropped, as in S4); ``b_clip=None`` keeps B unclipped, as state-spaces/s4 did
+    before the clip was added (d589d98 src/models/hippo/hippo.py ``nplr``, the S4D paper's code).
     """
     half = n // 2
     k = torch.arange(half, dtype=torch.float64)
@@ -78,7 +79,7 @@ def s4d_init(kind: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         lam = -0.5 - 1j * (n / math.pi) * (n / (2 * k + 1) - 1)
         B = torch.ones(half, dtype=torch.complex128)
     elif kind == "legs":
-        lam, _, B, _ = nplr_legs(n)
+        lam, _, B, _ = nplr_legs(n, b_clip)
     else:
         raise ValueError(f"S4D init must be lin, inv or legs, got {kind!r}")
     return lam.to(torch.complex128), B
@@ -140,19 +141,31 @@ class _SSMKernelBase(nn.Module):
 
 # --- S4D ---------------------------------------------------------------------------------------
 
+C_INITS = ("normal", "normal_times_b")  # C ~ CN(0, 1) (HEAD) | CN(0, 1) * B (d589d98)
+
 class SSMKernelDiag(_SSMKernelBase):
-    """S4D: K_l = 2 Re sum_n C_n Bbar_n exp(l log Abar_n), ZOH (default) or bilinear discretisation."""
+    """S4D: K_l = 2 Re sum_n C_n Bbar_n exp(l log Abar_n), ZOH (default) or bilinear discretisation.
+
+    ``c_init``: ``normal`` draws C ~ CN(0, 1) (state-spaces/s4 at HEAD); ``normal_times_b`` draws C ~ CN(0, 1) * B,
+    as the S4D paper's code did (d589d98 src/models/sequence/ss/kernel.py:975, ``C = C * repeat(B, ...)`` before
+    the kernel multiplies by B again), so the initial kernel carries B^2.
+    """
 
     def __init__(self, d_model: int, d_state: int = 64, channels: int = 1, init: str = "legs", disc: str = "zoh",
                  n_ssm: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_transform: str = "softplus",
-                 lr: dict | None = None):
-        lam, B = s4d_init(init, d_state)
+                 lr: dict | None = None, b_clip: float | None = 2.0, c_init: str = "normal"):
+        lam, B = s4d_init(init, d_state, b_clip)
         super().__init__(d_model, lam, n_ssm, dt_min, dt_max, dt_transform, lr)
         if disc not in ("zoh", "bilinear"):
             raise ValueError(f"disc must be zoh or bilinear, got {disc!r}")
+        if c_init not in C_INITS:
+            raise ValueError(f"c_init must be one of {C_INITS}, got {c_init!r}")
         self.disc, self.channels = disc, channels
-        _register(self, "B", torch.view_as_real(B.expand(self.n_ssm, -1).to(torch.complex64).contiguous()), self.optim["B"])
+        B = B.expand(self.n_ssm, -1).to(torch.complex64).contiguous()
+        _register(self, "B", torch.view_as_real(B), self.optim["B"])
         C = torch.randn(channels, d_model, d_state // 2, dtype=torch.complex64)
+        if c_init == "normal_times_b":
+            C = C * B.repeat_interleave(d_model // self.n_ssm, dim=0)
         _register(self, "C", torch.view_as_real(C), self.optim["C"])
 
     def discrete(self) -> tuple[torch.Tensor, torch.Tensor]:

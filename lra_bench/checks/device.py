@@ -1,0 +1,113 @@
+"""Device placement and host syncs: what breaks or stalls a model on its first GPU run, found on a CPU.
+
+One training step of the classifier (forward and backward, train mode) runs under a ``TorchFunctionMode`` that
+records
+- every tensor factory call (``zeros``, ``ones``, ``arange``, ``full``, ``empty``, ``eye``, ``linspace``, ``rand*``,
+  ``tensor``, ...) made without ``device=`` and without a tensor to take the device from: on a GPU that tensor lands
+  on the CPU and the next op with a CUDA tensor raises (``Expected all tensors to be on the same device``). Any such
+  call fails the row;
+- every host sync (``.item()``, ``.cpu()``, ``.tolist()``, ``.numpy()``, ``bool``/``int``/``float`` of a tensor,
+  and the ops whose output shape depends on the data: ``nonzero``, ``masked_select``, ``unique``, boolean-mask
+  indexing): each one waits for the GPU to finish the queued work. They are counted and reported, not failed.
+Each finding names the function and the first frame outside torch (the model's own line), ``file:line``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from lra_bench.checks import FAIL, INFO, PASS, CheckResult
+
+LENGTHS = (128, 97, 60, 9)
+FACTORIES = frozenset({"zeros", "ones", "empty", "full", "arange", "range", "eye", "linspace", "logspace", "rand",
+                       "randn", "randint", "randperm", "tensor", "as_tensor", "scalar_tensor",
+                       "empty_strided", "tril_indices", "triu_indices", "bartlett_window", "hann_window",
+                       "hamming_window", "blackman_window", "kaiser_window"})
+COPY_FROM_DATA = frozenset({"tensor", "as_tensor"})  # a tensor argument gives them its device
+SYNCS = frozenset({"item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero",
+                   "argwhere", "masked_select", "unique", "unique_consecutive"})
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+SHOWN = 6  # findings named in the detail line
+
+
+def caller() -> str:
+    """``file:line`` of the innermost frame outside torch and this module: the model's line that made the call."""
+    frame = sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename.startswith(_TORCH_DIR) or frame.f_code.co_filename == __file__):
+        frame = frame.f_back
+    if frame is None:
+        return "?"
+    return f"{os.path.relpath(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+def _is_bool_mask(index: object) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+class DeviceRecorder(TorchFunctionMode):
+    """Records factory calls without a device and host syncs, by ``"name at file:line"``; runs every call as is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.factories: Counter[str] = Counter()
+        self.syncs: Counter[str] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - the torch protocol
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        is_torch_function = getattr(func, "__module__", None) == "torch" or "_VariableFunctions" in getattr(func, "__qualname__", "")
+        if is_torch_function and name in FACTORIES and kwargs.get("device") is None and kwargs.get("out") is None:
+            copies = name in COPY_FROM_DATA and args and isinstance(args[0], torch.Tensor)
+            if not copies:
+                self.factories[f"torch.{name} at {caller()}"] += 1
+        elif name in SYNCS or (name == "where" and len(args) + len(kwargs) == 1):
+            self.syncs[f"{name} at {caller()}"] += 1
+        elif name == "__getitem__" and len(args) > 1 and _is_bool_mask(args[1]):
+            self.syncs[f"boolean-mask indexing at {caller()}"] += 1
+        return func(*args, **kwargs)
+
+
+def _listed(found: Counter[str]) -> str:
+    shown = [f"{what}" + (f" (x{n})" if n > 1 else "") for what, n in found.most_common(SHOWN)]
+    return "; ".join(shown) + ("; ..." if len(found) > SHOWN else "")
+
+
+def record_step(net: nn.Module, make_inputs: Callable[[list[int], int, str], torch.Tensor], num_classes: int, pair: bool,
+                seed: int = 0) -> DeviceRecorder:
+    """One train-mode forward and backward of ``net`` under a ``DeviceRecorder``; the recorder."""
+    torch.manual_seed(seed)
+    lengths = torch.tensor(LENGTHS)
+    args = [make_inputs(list(LENGTHS), max(LENGTHS), "zero"), lengths]
+    if pair:
+        args += [make_inputs(list(LENGTHS[::-1]), max(LENGTHS), "zero"), lengths.flip(0)]
+    labels = torch.randint(0, num_classes, (len(LENGTHS),))
+    net.train()
+    net.zero_grad(set_to_none=True)
+    recorder = DeviceRecorder()
+    with recorder:
+        F.cross_entropy(net(*args).float(), labels).backward()
+    net.zero_grad(set_to_none=True)
+    return recorder
+
+
+def device_placement(net: nn.Module, make_inputs: Callable[[list[int], int, str], torch.Tensor], num_classes: int,
+                     pair: bool) -> list[CheckResult]:
+    recorder = record_step(net, make_inputs, num_classes, pair)
+    factories, syncs = recorder.factories, recorder.syncs
+    n_factories, n_syncs = sum(factories.values()), sum(syncs.values())
+    rows = [CheckResult("device: every tensor made on the input's device", FAIL if factories else PASS,
+                        f"{n_factories} call(s) without device=",
+                        f"would land on the CPU: {_listed(factories)}" if factories else
+                        "forward and backward: every factory call has device= or a tensor to copy it from")]
+    rows.append(CheckResult("device: host syncs (stall a GPU)", INFO if syncs else PASS, f"{n_syncs} sync(s)",
+                            _listed(syncs) if syncs else "no .item(), .cpu(), .tolist(), bool(tensor) or data-dependent shape"))
+    return rows
