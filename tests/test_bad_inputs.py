@@ -250,6 +250,8 @@ CASES += [
          r"trainer.limit_train_batches=0: trains nothing"),
     Case("opt-gradient-clip-negative", lambda r: None, options("trainer.gradient_clip_val=-1"), ConfigError,
          r"trainer.gradient_clip_val=-1: must be null or a number >= 0"),
+    Case("opt-num-classes-0", lambda r: None, options("task.num_classes=0"), ConfigError,
+         r"task.num_classes=0: must be an integer >= 2"),
     Case("opt-mega-chunk-full", lambda r: None, options("model=mega_chunk", "model.net.backbone.chunk_size=-1"), ConfigError,
          r"model.net.backbone.chunk_size=-1: must be an integer >= 1"),
     # model options (the whole corpus, every option of every model: tests/test_model_options.py)

@@ -28,6 +28,8 @@ def check_options(cfg: DictConfig) -> None:
 
     length = _get(cfg, "task.max_length")
     need(is_int(length) and length >= 1, "task.max_length", "must be an integer >= 1")
+    classes = _get(cfg, "task.num_classes")
+    need(is_int(classes) and classes >= 2, "task.num_classes", "must be an integer >= 2 (the task's labels)")
     batch = _get(cfg, "task.batch_size")
     need(is_int(batch) and batch >= 1, "task.batch_size", "must be an integer >= 1")
     eval_batch = _get(cfg, "task.datamodule.eval_batch_size")
