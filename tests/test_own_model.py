@@ -46,7 +46,8 @@ def test_the_example_model_passes_check_model_quick(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(ENV, EXAMPLE)
     results = run_checks(Target(model="gated_conv", quick=True))
     assert not [r for r in results if r.status == FAIL], [r for r in results if r.status == FAIL]
-    assert len(results) == 17  # 16 + the cost check's operations row
+    names = [r.name.split(":")[0] for r in results]
+    assert len(results) == 19 and names.count("device") == 2  # 16 + the cost check's operations row + the device rows
 
 
 def test_the_example_trains_as_a_sweep_from_the_mega_preset_and_appears_in_the_report(

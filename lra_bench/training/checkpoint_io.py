@@ -218,7 +218,15 @@ class BetweenBatchesCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the last step's checkpoint has no next batch to wait for: written when fit ends, so a kill between fit and
-        # the end of the test resumes with nothing left to train (Lightning's last.ckpt follows only improvements)
+        # the end of the test resumes with nothing left to train (Lightning's last.ckpt follows only improvements).
+        # Not when the time limit cut the run: Lightning has closed the epoch by then, so a checkpoint written now
+        # would resume at the next epoch; a longer-time rerun goes on from the last between-batches one
+        # (stopping.time_cut_resume_point)
+        from lra_bench.training.stopping import cut_by_time_limit
+
+        if cut_by_time_limit(trainer):
+            self._due = False
+            return
         self._write_due(trainer, pl_module)
 
     def _write_due(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

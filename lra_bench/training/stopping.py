@@ -32,6 +32,12 @@ def time_limit_s(max_time: Any) -> float | None:
     return Timer(duration=max_time)._duration
 
 
+def cut_by_time_limit(trainer: pl.Trainer) -> bool:
+    """Whether Lightning's ``Timer`` (``trainer.max_time``) has run out: the time limit, not the schedule, ends fit."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    return timer is not None and timer._duration is not None and (timer.time_remaining() or 0.0) <= 0.0
+
+
 def stop_reason(trainer: pl.Trainer, fitted: bool) -> dict[str, Any]:
     """``stop_reason`` and, when a time limit was set, ``max_time_s``."""
     out: dict[str, Any] = {}
@@ -44,7 +50,7 @@ def stop_reason(trainer: pl.Trainer, fitted: bool) -> dict[str, Any]:
         reason = "chance_stop"
     elif any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks):
         reason = "early_stop"
-    elif timer is not None and timer._duration is not None and (timer.time_remaining() or 0.0) <= 0.0:
+    elif cut_by_time_limit(trainer):
         reason = "max_time"
     elif trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
         reason = "max_steps"
