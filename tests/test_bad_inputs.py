@@ -250,6 +250,8 @@ CASES += [
          r"trainer.limit_train_batches=0: trains nothing"),
     Case("opt-gradient-clip-negative", lambda r: None, options("trainer.gradient_clip_val=-1"), ConfigError,
          r"trainer.gradient_clip_val=-1: must be null or a number >= 0"),
+    Case("opt-precision-unknown", lambda r: None, options("trainer.precision=13"), ConfigError,
+         r"trainer.precision=13: must be one of .*bf16-mixed"),
     Case("opt-num-classes-0", lambda r: None, options("task.num_classes=0"), ConfigError,
          r"task.num_classes=0: must be an integer >= 2"),
     Case("opt-mega-chunk-full", lambda r: None, options("model=mega_chunk", "model.net.backbone.chunk_size=-1"), ConfigError,

@@ -20,6 +20,18 @@ def _get(cfg: DictConfig, key: str):
     return OmegaConf.select(cfg, key, default=None)
 
 
+def _lightning_precisions() -> tuple[str, ...]:
+    """The precisions Lightning's Trainer accepts (its own list, so a new one is never refused)."""
+    from typing import get_args
+
+    from lightning_fabric.connector import _PRECISION_INPUT
+
+    return tuple(dict.fromkeys(str(v) for group in get_args(_PRECISION_INPUT) for v in get_args(group)))
+
+
+PRECISIONS = _lightning_precisions()
+
+
 def check_options(cfg: DictConfig) -> None:
     """Raise ConfigError for the first option out of its range: the run's, then the model's (its schema)."""
     def need(ok: bool, key: str, rule: str) -> None:
@@ -77,6 +89,9 @@ def check_options(cfg: DictConfig) -> None:
         limit = -1.0
     need(limit is None or limit > 0, "trainer.max_time",
          'must be null or a positive duration "DD:HH:MM:SS" (e.g. "00:12:00:00" for 12 hours)')
+    precision = _get(cfg, "trainer.precision")
+    need(precision is None or str(precision) in PRECISIONS, "trainer.precision",
+         f"must be one of {', '.join(PRECISIONS)} (Lightning's; bf16-mixed for speed)")
     clip = _get(cfg, "trainer.gradient_clip_val")
     need(clip is None or (is_number(clip) and clip >= 0), "trainer.gradient_clip_val",
          "must be null or a number >= 0 (0 or null: no clipping; Lightning ignores a negative one)")
