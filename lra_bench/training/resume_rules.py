@@ -12,7 +12,8 @@ each setting that differs from the command falls under one rule, and the start-u
   (``model.*``, ``task.*`` but its loader workers, ``seed``, ``trainer.accumulate_grad_batches``). Start over
   (``rerun=true``) or train a new run from these weights elsewhere.
 - **not compared**: where things go and how they are shown (``paths.*``, ``logger.*``, ``callbacks.*``, ``note``,
-  ``run_name``, ``sweep_name``, ``rerun``, ``ckpt_path``, ``train``, ``test``, ``task.datamodule.num_workers``).
+  ``run_name``, ``sweep_name``, ``rerun``, ``ckpt_path``, ``train``, ``test``, ``task.datamodule.num_workers``; the data's location,
+  ``task.datamodule.data_dir``/``cache_dir``: its content is checked by ``data_identity``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from lra_bench.errors import ConfigError
 
 REFUSED = ("model.", "task.", "seed", "trainer.accumulate_grad_batches")
 NOT_COMPARED = ("paths.", "logger.", "callbacks.", "hydra.", "note", "run_name", "sweep_name", "rerun", "ckpt_path", "train",
-                "test", "task.datamodule.num_workers", "optimized_metric")
+                "test", "task.datamodule.num_workers", "optimized_metric",
+                # where the data lies: what it is, is the run's data identity (training/data_identity.py, by content)
+                "task.datamodule.data_dir", "task.datamodule.cache_dir")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
