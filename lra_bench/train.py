@@ -43,6 +43,7 @@ from lra_bench.training.run_state import (clear_error, finished_result, record_e
                                           resume_checkpoint, set_aside, set_aside_once_per_job, set_unusable_aside,
                                           truncate_metrics, wandb_id)
 from lra_bench.training.summary import print_summary
+from lra_bench.pretraining import stages
 
 log = logging.getLogger("lra_bench.train")
 
@@ -72,8 +73,11 @@ def pin_threads(cfg: DictConfig) -> None:
     log.info("torch intra-op threads: %d (torch_threads)", threads)
 
 
-def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Trainer]:
-    """Instantiate the datamodule, the LightningModule and the trainer (with callbacks and loggers)."""
+def build(cfg: DictConfig, pretraining: bool = False) -> tuple[pl.LightningDataModule, LRAModule, pl.Trainer]:
+    """Instantiate the datamodule, the LightningModule and the trainer (with callbacks and loggers).
+
+    ``pretraining``: stage 1 of ``pretrain=spt`` (``lra_bench/pretraining``): the classifier inside a ``Denoiser``,
+    trained on the training split's inputs only (``PretrainData``)."""
     check_names(cfg)
     check_options(cfg)
     datamodule = instantiate(cfg.task.datamodule)
@@ -87,13 +91,22 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, LRAModule, pl.Traine
         raise ConfigError(f"model {cfg.model.name}: {unloadable}") from e
     if cfg.get("compile"):
         compile_backbone(net.backbone, cfg.compile)
-    module = LRAModule(
-        net,
-        num_classes=cfg.task.num_classes,
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        run_config=run_config(cfg),
-    )
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
+    if pretraining:
+        from lra_bench.pretraining.data import PretrainData
+        from lra_bench.pretraining.module import PretrainModule
+        from lra_bench.pretraining.objectives import Denoiser, resolve_objective
+
+        objective = resolve_objective(cfg.pretrain.objective, net.backbone, net.d_model)
+        log.info("stage 1 of 2: self-pretraining (%s objective, mask rate %s) on the training inputs", objective,
+                 cfg.pretrain.mask_rate if objective == "masked" else "-")
+        module = PretrainModule(Denoiser(net, objective, float(cfg.pretrain.mask_rate)), optimizer, scheduler,
+                                run_config(cfg))
+        datamodule = PretrainData(datamodule, cfg.pretrain.get("batch_size"))
+    else:
+        module = LRAModule(net, num_classes=cfg.task.num_classes, optimizer=optimizer, scheduler=scheduler,
+                           run_config=run_config(cfg))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     if not loggers:  # logger=none: Lightning's LearningRateMonitor refuses a trainer without a logger
@@ -141,22 +154,27 @@ def _metric(metrics: dict[str, Any], key: str) -> float:
     return float(v) if v is not None else float("nan")
 
 
-def run(cfg: DictConfig, earlier_attempt: bool = False) -> dict[str, Any]:
+def run(cfg: DictConfig, earlier_attempt: bool = False, pretraining: bool = False) -> dict[str, Any]:
     """Fit (resuming from the run folder's newest usable checkpoint, or ``ckpt_path``) and test as configured; return
     the run's results (also written to ``result.json``).
 
     If training was preempted (SIGTERM/SIGINT), returns ``{"preempted": signal}`` without testing. ``earlier_attempt``:
-    an earlier attempt of this run logged to W&B (its id is in the run folder)."""
+    an earlier attempt of this run logged to W&B (its id is in the run folder). ``pretraining``: stage 1 of
+    ``pretrain=spt``, which ends by writing the pretrained encoder; stage 2 (a ``pretrain`` run otherwise) starts
+    from it unless it resumes a checkpoint of its own."""
     started = time.time()
     quiet_library_noise()
     if cfg.get("note"):
         log.info("%s", cfg.note)
     pin_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule, module, trainer = build(cfg)
+    datamodule, module, trainer = build(cfg, pretraining)
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_point(cfg, out_dir, module, trainer.loggers, earlier_attempt) if cfg.train else None
-    data_identity.check(out_dir, datamodule, continuing=ckpt_path is not None)
+    task_data = getattr(datamodule, "task_data", datamodule)
+    data_identity.check(out_dir, task_data, continuing=ckpt_path is not None)
+    if cfg.get("pretrain") and not pretraining and cfg.train and ckpt_path is None:
+        stages.start_from_encoder(module.net, out_dir / stages.STAGE_DIR / stages.ENCODER)
     for logger in trainer.loggers:
         logger.log_hyperparams(module.hparams.run_config)
         define_summary_metrics(logger)
@@ -167,6 +185,8 @@ def run(cfg: DictConfig, earlier_attempt: bool = False) -> dict[str, Any]:
         except Preempted as stop:  # the checkpoint is saved; rerunning the same command resumes
             return {"preempted": int(stop.signum)}
     fault_point("after_fit", trainer.global_step)
+    if pretraining:
+        return finish_pretraining(cfg, module, trainer, out_dir, started)
 
     test_metrics: dict[str, Any] = {}
     ckpt = trainer.checkpoint_callback
@@ -186,6 +206,7 @@ def run(cfg: DictConfig, earlier_attempt: bool = False) -> dict[str, Any]:
         "run_name": cfg.run_name,
         "seed": cfg.seed,
         "lra_code": bool(cfg.get("lra_code", False)),  # LRA's released code (true) or the papers' mechanisms
+        "protocol": stages.protocol(cfg),  # scratch (LRA's) or spt (self-pretrained first): never pooled
         **run_identity(cfg),
         "val/acc_best": best_val if math.isfinite(best_val) else float("nan"),
         "test/acc": _metric(test_metrics, "test/acc"),
@@ -193,11 +214,14 @@ def run(cfg: DictConfig, earlier_attempt: bool = False) -> dict[str, Any]:
         "best_checkpoint": ckpt.best_model_path if ckpt is not None else "",
         "tested_weights": ("best_checkpoint" if tested else "final") if cfg.test else "not_tested",
         "global_step": trainer.global_step,
+        "train/tokens_seen": module.tokens_seen_total(),
         **stopping.stop_reason(trainer, fitted=bool(cfg.train)),
         "wall_time_s": time.time() - started,
         **{f"perf/{k}": v for k, v in perf.items()},
         **{f"model/{k}": v for k, v in count_parameters(module.net).items()},
     }
+    if cfg.get("pretrain"):
+        result |= stages.budget(out_dir, result)
     stats = getattr(getattr(datamodule, "cache", None), "meta", lambda: {})().get("stats", {})
     val_counts = stats.get("val", {}).get("label_counts")
     if val_counts:
@@ -217,6 +241,43 @@ def run(cfg: DictConfig, earlier_attempt: bool = False) -> dict[str, Any]:
         fault_point("result_write", trainer.global_step)
 
     atomic_write(out_dir / "result.json", write_result)  # a finished run is marked whole or not at all
+    summarise_in_wandb(trainer, result)
+    print_summary(result, out_dir)
+    return result
+
+
+def finish_pretraining(cfg: DictConfig, module: Any, trainer: pl.Trainer, out_dir: Path, started: float) -> dict[str, Any]:
+    """Stage 1's end: the pretrained encoder, then its ``result.json`` (the mark that stage 1 is done)."""
+    speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
+    loss = trainer.callback_metrics.get("train/loss")
+    result: dict[str, Any] = {
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "run_name": cfg.run_name,
+        "seed": cfg.seed,
+        "stage": "pretrain",
+        "protocol": stages.PROTOCOL_SPT,
+        "pretrain": cfg.pretrain.name,
+        "objective": module.net.objective,
+        "mask_rate": module.net.mask_rate if module.net.objective == "masked" else None,
+        **run_identity(cfg),
+        "pretrain/loss": float(loss) if loss is not None else float("nan"),
+        "global_step": trainer.global_step,
+        "train/tokens_seen": module.tokens_seen_total(),
+        **stopping.stop_reason(trainer, fitted=True),
+        "wall_time_s": time.time() - started,
+        **{f"perf/{k}": v for k, v in (speed.summary() if speed else {}).items()},
+    }
+    meta = {k: result[k] for k in ("task", "model", "seed", "objective", "mask_rate", "global_step")}
+    stages.save_encoder(out_dir / stages.ENCODER, module.net.encoder_state(), meta)
+    text = json.dumps(result, indent=2, default=str).encode()
+    atomic_write(out_dir / "result.json", lambda f: f.write(text))
+    summarise_in_wandb(trainer, result)
+    print_summary(result, out_dir)
+    return result
+
+
+def summarise_in_wandb(trainer: pl.Trainer, result: dict[str, Any]) -> None:
     for logger in trainer.loggers:
         experiment = getattr(logger, "experiment", None)
         if hasattr(experiment, "summary"):  # W&B: test metrics of the best checkpoint as the run summary
@@ -224,8 +285,6 @@ def run(cfg: DictConfig, earlier_attempt: bool = False) -> dict[str, Any]:
                 experiment.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float)) and not math.isnan(v)})
             except Exception as e:  # W&B trouble never costs the run its results
                 log.warning("W&B summary update failed: %s", e)
-    print_summary(result, out_dir)
-    return result
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -250,7 +309,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         lock.release()
 
 
-def _train_in(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+def _train_in(cfg: DictConfig, out_dir: Path, pretraining: bool = False) -> dict[str, Any]:
+    """The run folder's state machine (finished, cut by its time limit, interrupted, new). A ``pretrain`` run goes
+    through it twice: stage 1 in ``<run>/pretrain`` (``pretraining``), then stage 2 in ``<run>``."""
     if cfg.get("rerun"):
         moved, requeued = set_aside_once_per_job(out_dir)
         if moved:
@@ -279,13 +340,20 @@ def _train_in(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         return done | {"skipped_rerun": True}
     (out_dir / "skipped.txt").unlink(missing_ok=True)
     remove_stale_temp_files(out_dir)
+    if cfg.get("pretrain") and not pretraining:
+        cfg = stages.stage_two_config(cfg)  # its W&B run in stage 1's group
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     earlier_attempt = (out_dir / "wandb_id.txt").is_file()
     if wandb_cfg is not None and wandb_cfg.get("id") is None:
         with open_dict(cfg):
             cfg.logger.wandb.id = wandb_id(out_dir)  # a resumed run continues the same W&B run
     try:
-        result = run(cfg, earlier_attempt)
+        if cfg.get("pretrain") and not pretraining and cfg.train:
+            first = _train_in(stages.stage_one_config(cfg), out_dir / stages.STAGE_DIR, pretraining=True)
+            if "preempted" in first:
+                return first
+            log.info("stage 2 of 2: %s from the self-pretrained encoder", cfg.run_name)
+        result = run(cfg, earlier_attempt, pretraining)
     except BaseException as e:
         record_error(out_dir, e)
         finish_wandb(exit_code=1)

@@ -86,6 +86,14 @@ class ArrowSequenceDataset(Dataset):
         i = index - self._starts[chunk]
         return values[offsets[i] : offsets[i + 1]]
 
+    def inputs(self, index: int) -> tuple[np.ndarray, ...]:
+        """The row's ids without its label (self-pretraining reads no label: lra_bench/pretraining/data.py)."""
+        if index < 0:
+            index += len(self)
+        if self.paired:
+            return self._row("input_ids", index), self._row("input_ids2", index)
+        return (self._row("input_ids", index),)
+
     def __getitem__(self, index: int) -> tuple:
         if index < 0:
             index += len(self)
@@ -121,6 +129,10 @@ class ImageArrayDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def inputs(self, index: int) -> tuple[np.ndarray]:
+        """The image without its label (self-pretraining reads no label: lra_bench/pretraining/data.py)."""
+        return (self.images[index],)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         return self.images[index], int(self.labels[index])

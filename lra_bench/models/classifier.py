@@ -162,6 +162,7 @@ class SequenceClassifier(nn.Module):
             raise ValueError(f"lra_code=true pads every sequence to the backbone's max_length (LRA's fixed task length); "
                              f"{type(backbone).__name__} declares none")
         self.lra_code = lra_code
+        self.d_model = d_model
         self.backbone = backbone
         self.pooling = pooling
         self.cls = nn.Parameter(torch.zeros(d_model)) if pooling == "cls" else None
@@ -173,6 +174,20 @@ class SequenceClassifier(nn.Module):
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens: (B, L), lengths: (B,) -> pooled (B, D)."""
+        x, lengths = self.positions(tokens, lengths)
+        if self.pooling in ("cls", "first"):
+            return x[:, 0]
+        if self.pooling == "sum":
+            return x.sum(1)  # backbones return zeros at pads
+        if self.pooling == "last":
+            return x[torch.arange(x.size(0), device=x.device), lengths - 1]
+        return masked_mean(x, lengths)  # with lra_code lengths are the padded width: LRA's mean over every position
+
+    def positions(self, tokens: torch.Tensor, lengths: torch.Tensor, replaced: torch.Tensor | None = None,
+                  replacement: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's per-position output (B, L', D) before pooling, and its lengths (L' = L + 1 with a CLS
+        token, at position 0). ``replaced`` (B, L) bool: positions whose input embedding is ``replacement`` (D,)
+        instead of the token's (self-pretraining's masked positions, ``lra_bench/pretraining/objectives.py``)."""
         token_mask = None
         if self.lra_code:  # LRA: every row padded with 0 to the task's length, all of it data, `inputs > 0` masked
             width = max_length(self.backbone) - (self.cls is not None)
@@ -182,7 +197,10 @@ class SequenceClassifier(nn.Module):
             tokens = F.pad(tokens, (0, width - tokens.size(1)))
             lengths = torch.full_like(lengths, width)
             token_mask = tokens > 0
-        x = self.embed_dropout(self.embedding(tokens))
+        x = self.embedding(tokens)
+        if replaced is not None:
+            x = torch.where(replaced[..., None], replacement.to(x.dtype), x)
+        x = self.embed_dropout(x)
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.size(0), 1, -1).to(x.dtype), x], dim=1)
             lengths = lengths + 1
@@ -193,13 +211,7 @@ class SequenceClassifier(nn.Module):
             raise ValueError(f"sequence length {x.size(1)}{' (with the CLS token)' if self.cls is not None else ''} exceeds "
                              f"{type(self.backbone).__name__}'s max_length ({limit}): lower task.max_length or raise the model's")
         x = self.backbone(x, lengths) if token_mask is None else self.backbone(x, lengths, token_mask=token_mask)
-        if self.pooling in ("cls", "first"):
-            return x[:, 0]
-        if self.pooling == "sum":
-            return x.sum(1)  # backbones return zeros at pads
-        if self.pooling == "last":
-            return x[torch.arange(x.size(0), device=x.device), lengths - 1]
-        return masked_mean(x, lengths)  # with lra_code lengths are the padded width: LRA's mean over every position
+        return x, lengths
 
     def forward(
         self,

@@ -17,6 +17,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lra_bench.training.callbacks import count_tokens
 from lra_bench.training.optim import (build_param_groups, describe_param_groups, lr_factor, resolve_warmup,
                                       warmup_longer_than_schedule)
 
@@ -51,6 +52,9 @@ class LRAModule(pl.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints: a resumed run knows its best so far
         self.last_loss: torch.Tensor | None = None  # read by the non-finite guard before each update
+        # non-pad training tokens this process has stepped on, kept in checkpoints (a resumed run's budget counts the
+        # steps before the kill too); None after resuming a checkpoint written before the count existed
+        self.tokens_seen: int | None = 0
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.net(*inputs)
@@ -69,10 +73,25 @@ class LRAModule(pl.LightningModule):
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
+        if self.tokens_seen is not None:
+            self.tokens_seen += count_tokens(batch)
         self.last_loss = loss.detach()
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lra_tokens_seen"] = self.tokens_seen
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.tokens_seen = checkpoint.get("lra_tokens_seen")
+
+    def tokens_seen_total(self) -> int | None:
+        """Training tokens of the whole run: this process's count x the processes (DDP ranks take equal batches)."""
+        if self.tokens_seen is None:
+            return None
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return int(self.tokens_seen) * int(world)
 
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -156,7 +156,7 @@ def set_aside(run_dir: Path) -> Path | None:
     """``rerun=true``: move the previous attempt's results, checkpoints and W&B id into ``previous-<time>/``."""
     run_dir = Path(run_dir)
     names = ["result.json", "result-cut-by-max_time.json", "error.json", "checkpoints", "wandb_id.txt", "csv",
-             "data_identity.json"]
+             "data_identity.json", "pretrain"]  # pretrain/: stage 1 of a pretrain=spt run (lra_bench/pretraining)
     present = [run_dir / n for n in names if (run_dir / n).exists()]
     if not present:
         return None

@@ -1,0 +1,182 @@
+"""The two stages of a ``pretrain=spt`` run and what passes between them.
+
+One run folder holds both: stage 1 (self-pretraining) runs in ``<run>/pretrain/`` as a run of its own (its
+checkpoints, ``result.json``, CSV log and W&B run), stage 2 (the preset's supervised training) in ``<run>/``. The
+stage is thus part of the run's state on disk: a kill in stage 1 resumes stage 1 from its newest checkpoint; once
+``pretrain/result.json`` exists, stage 1 is done and the same command goes on to (or resumes) stage 2, which starts
+from ``pretrain/encoder.pt`` (the embedding and backbone, checksummed) with a new classification head.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lra_bench.errors import ConfigError
+from lra_bench.pretraining.objectives import OBJECTIVES
+from lra_bench.training.checkpoint_io import atomic_write
+
+log = logging.getLogger(__name__)
+
+STAGE_DIR = "pretrain"
+ENCODER = "encoder.pt"
+PROTOCOL_SCRATCH, PROTOCOL_SPT = "scratch", "spt"
+
+
+def protocol(cfg: DictConfig) -> str:
+    """``spt`` when the run self-pretrains (``pretrain=spt``), else ``scratch`` (LRA's protocol)."""
+    return PROTOCOL_SPT if cfg.get("pretrain") else PROTOCOL_SCRATCH
+
+
+def check_pretrain_options(cfg: DictConfig) -> None:
+    """One line for a pretraining option out of its range (called with the run's other option checks)."""
+    p = cfg.get("pretrain")
+    if not p:
+        return
+
+    def need(ok: bool, key: str, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"pretrain.{key}={OmegaConf.select(p, key, default=None)!r}: {rule}")
+
+    if task_name(cfg) not in (p.get("by_task") or {}):
+        raise ConfigError(f"pretrain={p.get('name')}: no recipe for task {task_name(cfg)!r} (pretrain.by_task has "
+                          f"{', '.join(p.get('by_task') or {})}); add pretrain.by_task.{task_name(cfg)} or set "
+                          "pretrain.mask_rate, max_epochs, optimizer.lr, optimizer.weight_decay and scheduler.warmup_steps")
+    is_count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
+    steps, epochs = p.get("max_steps"), p.get("max_epochs")
+    need(steps is None or is_count(steps), "max_steps", "must be null (pretrain.max_epochs decides) or an integer >= 1")
+    need(steps is not None or is_count(epochs), "max_epochs", "must be an integer >= 1 (or set pretrain.max_steps)")
+    batch = p.get("batch_size")
+    need(batch is None or is_count(batch), "batch_size", "must be null (the task's) or an integer >= 1")
+    need(p.get("objective") in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}")
+    rate = p.get("mask_rate")
+    need(isinstance(rate, (int, float)) and 0 < rate < 1, "mask_rate", "must be a number in (0, 1)")
+    lr = OmegaConf.select(p, "optimizer.lr", default=None)
+    need(isinstance(lr, (int, float)) and 0 < lr < float("inf"), "optimizer.lr", "must be a number > 0 and finite")
+    if cfg.get("lra_code"):
+        raise ConfigError("pretrain=spt with lra_code=true: LRA's released code never self-pretrains (and pads every "
+                          "row to the task length); run SPT with lra_code=false")
+
+
+def task_name(cfg: DictConfig) -> str:
+    return str(OmegaConf.select(cfg, "task.name", default=""))
+
+
+def stage_one_config(cfg: DictConfig) -> DictConfig:
+    """Stage 1's config, derived from the run's: its folder ``<run>/pretrain``, ``pretrain.max_steps`` optimizer
+    steps (or ``pretrain.max_epochs``), the recipe's optimizer, schedule and gradient clipping, no validation, no test, no chance diagnosis (stage 2's only), the
+    latest checkpoint kept instead of the best-validation one, W&B job type ``pretrain`` in the run's group."""
+    p = cfg.pretrain
+    stage = copy.deepcopy(cfg)
+    with open_dict(stage):
+        stage.paths.output_dir = str(Path(cfg.paths.output_dir) / STAGE_DIR)
+        stage.train, stage.test, stage.rerun, stage.ckpt_path = True, False, False, None
+        if p.max_steps is not None:
+            stage.trainer.max_steps, stage.trainer.max_epochs = int(p.max_steps), -1
+        else:
+            stage.trainer.max_steps, stage.trainer.max_epochs = -1, int(p.max_epochs)
+        stage.trainer.gradient_clip_val = p.gradient_clip_val
+        stage.trainer.limit_val_batches, stage.trainer.num_sanity_val_steps = 0, 0
+        stage.optimizer = OmegaConf.merge(cfg.optimizer, p.optimizer)
+        stage.scheduler = OmegaConf.merge(cfg.scheduler, p.scheduler)
+        callbacks = stage.get("callbacks") or {}
+        callbacks.pop("chance", None)
+        if "model_checkpoint" in callbacks:
+            callbacks.model_checkpoint.monitor = None
+            callbacks.model_checkpoint.filename = "latest-step{step}"
+        wandb = (stage.get("logger") or {}).get("wandb")
+        if wandb is not None:
+            wandb.name = f"{wandb.name}:pretrain"
+            wandb.job_type = "pretrain"
+            wandb.group = wandb_group(cfg)
+            wandb.tags = [*wandb.tags, "spt", "pretrain"]
+            wandb.id = None
+    return stage
+
+
+def stage_two_config(cfg: DictConfig) -> DictConfig:
+    """Stage 2's config: the run's, with its W&B run in the same group as stage 1's."""
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if wandb is not None and cfg.get("pretrain"):
+        with open_dict(cfg):
+            wandb.group = wandb_group(cfg)
+            wandb.tags = [*wandb.tags, "spt"]
+    return cfg
+
+
+def wandb_group(cfg: DictConfig) -> str:
+    """Both stages' W&B group: the sweep's in a multirun, else ``<run_name>-spt-seed<seed>``."""
+    group = OmegaConf.select(cfg, "logger.wandb.group", default=None)
+    return group or f"{cfg.run_name}-spt-seed{cfg.seed}"
+
+
+def save_encoder(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """The pretrained embedding and backbone, written whole or not at all, with its SHA-256 inside the file name's
+    companion ``encoder.pt.sha256`` (checked on load: a truncated or edited file is never fine-tuned from)."""
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "meta": meta}, buffer)
+    data = buffer.getvalue()
+    atomic_write(path, lambda f: f.write(data))
+    atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(hashlib.sha256(data).hexdigest().encode()))
+
+
+def load_encoder(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``save_encoder``'s state and meta, after its checksum; ``ConfigError`` naming the file otherwise."""
+    digest_file = path.with_name(path.name + ".sha256")
+    try:
+        data = path.read_bytes()
+        expected = digest_file.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"{path}: the pretrained encoder cannot be read ({e.strerror or e}); rerun with rerun=true to "
+                          "pretrain again") from e
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ConfigError(f"{path}: its checksum ({digest_file.name}) does not match: the file changed after stage 1 "
+                          "wrote it; rerun with rerun=true to pretrain again")
+    saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return saved["state_dict"], saved["meta"]
+
+
+def start_from_encoder(net: torch.nn.Module, path: Path) -> dict[str, Any]:
+    """Load the pretrained embedding and backbone into stage 2's classifier (its head stays new); every encoder
+    weight must fit, and every classifier weight but the head's must come from it."""
+    state, meta = load_encoder(path)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise ConfigError(f"{path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+                          "stage 1 ran another model; rerun with rerun=true to pretrain again")
+    log.info("stage 2 starts from the pretrained encoder %s (stage 1: %s steps, objective %s)", path,
+             meta.get("global_step"), meta.get("objective"))
+    return meta
+
+
+def budget(run_dir: Path, finetune: dict[str, Any]) -> dict[str, Any]:
+    """Stage 2's result gets stage 1's recipe and figures and the run's budget over both stages (optimizer steps,
+    training tokens, wall time): ``pretrain/*`` and ``budget/*`` keys, flat for the W&B summary and the report."""
+    from lra_bench.training.run_state import finished_result
+
+    first = finished_result(Path(run_dir) / STAGE_DIR) or {}
+    out: dict[str, Any] = {
+        "pretrain": first.get("pretrain"),
+        "pretrain/objective": first.get("objective"),
+        "pretrain/mask_rate": first.get("mask_rate"),
+        "pretrain/loss": first.get("pretrain/loss"),
+        "pretrain/steps": first.get("global_step"),
+        "pretrain/tokens_seen": first.get("train/tokens_seen"),
+        "pretrain/wall_time_s": first.get("wall_time_s"),
+    }
+
+    def total(a: Any, b: Any) -> Any:
+        return a + b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+
+    out["budget/total_steps"] = total(out["pretrain/steps"], finetune.get("global_step"))
+    out["budget/total_tokens"] = total(out["pretrain/tokens_seen"], finetune.get("train/tokens_seen"))
+    out["budget/total_wall_time_s"] = total(out["pretrain/wall_time_s"], finetune.get("wall_time_s"))
+    return out
