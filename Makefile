@@ -92,8 +92,8 @@ else
 endif
 
 SWEEP ?= smoke
-sweep: install ## Hydra multirun preset SWEEP (smoke | seeds | lra-table), one W&B run per job; rerun skips finished cells
-	@if [ "$(SWEEP)" = smoke ]; then $(MAKE) --no-print-directory data-quick data-quick-pathfinder; fi
+sweep: install ## Hydra multirun preset SWEEP (smoke | seeds | lra-table | spt-quick-listops | spt-quick-pathfinder), one W&B run per job; rerun skips finished cells
+	@case "$(SWEEP)" in smoke|spt-quick-*) $(MAKE) --no-print-directory data-quick data-quick-pathfinder;; esac
 	$(PY) -m lra_bench.train +sweep=$(SWEEP) paths.data_dir=$(DATA) $(ARGS)
 
 report: install ## the LRA table, efficiency table, plots, markdown and HTML from logs/ (and W&B when online) into reports/

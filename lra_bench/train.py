@@ -341,18 +341,23 @@ def _train_in(cfg: DictConfig, out_dir: Path, pretraining: bool = False) -> dict
     (out_dir / "skipped.txt").unlink(missing_ok=True)
     remove_stale_temp_files(out_dir)
     if cfg.get("pretrain") and not pretraining:
-        cfg = stages.stage_two_config(cfg)  # its W&B run in stage 1's group
+        stage_two = stages.stage_two_config(cfg)  # its W&B run in stage 1's group, its share of a budget_fraction
+        if cfg.train:
+            try:  # stage 1 runs (or resumes, or is found finished) in <run>/pretrain before stage 2 starts
+                first = _train_in(stages.stage_one_config(cfg), out_dir / stages.STAGE_DIR, pretraining=True)
+            except BaseException as e:
+                record_error(out_dir, e)  # the run's folder says it failed too (a sweep's summary reads it)
+                raise
+            if "preempted" in first:
+                return first
+            log.info("stage 2 of 2: %s from the self-pretrained encoder", cfg.run_name)
+        cfg = stage_two
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     earlier_attempt = (out_dir / "wandb_id.txt").is_file()
     if wandb_cfg is not None and wandb_cfg.get("id") is None:
         with open_dict(cfg):
             cfg.logger.wandb.id = wandb_id(out_dir)  # a resumed run continues the same W&B run
     try:
-        if cfg.get("pretrain") and not pretraining and cfg.train:
-            first = _train_in(stages.stage_one_config(cfg), out_dir / stages.STAGE_DIR, pretraining=True)
-            if "preempted" in first:
-                return first
-            log.info("stage 2 of 2: %s from the self-pretrained encoder", cfg.run_name)
         result = run(cfg, earlier_attempt, pretraining)
     except BaseException as e:
         record_error(out_dir, e)

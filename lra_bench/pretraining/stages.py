@@ -52,9 +52,20 @@ def check_pretrain_options(cfg: DictConfig) -> None:
     is_count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
     steps, epochs = p.get("max_steps"), p.get("max_epochs")
     need(steps is None or is_count(steps), "max_steps", "must be null (pretrain.max_epochs decides) or an integer >= 1")
-    need(steps is not None or is_count(epochs), "max_epochs", "must be an integer >= 1 (or set pretrain.max_steps)")
+    need(steps is not None or p.get("budget_fraction") is not None or is_count(epochs), "max_epochs",
+         "must be an integer >= 1 (or set pretrain.max_steps)")
     batch = p.get("batch_size")
     need(batch is None or is_count(batch), "batch_size", "must be null (the task's) or an integer >= 1")
+    fraction = p.get("budget_fraction")
+    if fraction is not None:
+        need(isinstance(fraction, (int, float)) and 0 < fraction < 1, "budget_fraction",
+             "must be null or a number in (0, 1): stage 1's share of trainer.max_steps")
+        need(steps is None, "max_steps", "must be null with pretrain.budget_fraction (stage 1's steps are its share)")
+        total = OmegaConf.select(cfg, "trainer.max_steps", default=None)
+        if not (isinstance(total, int) and total >= 2 and 1 <= stage_one_steps(total, fraction) < total):
+            raise ConfigError(f"pretrain.budget_fraction={fraction}: trainer.max_steps={total!r} must be the budget of both "
+                              "stages in optimizer steps (an integer >= 2, with trainer.max_epochs=-1), enough for each "
+                              "stage to take at least one")
     need(p.get("objective") in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}")
     rate = p.get("mask_rate")
     need(isinstance(rate, (int, float)) and 0 < rate < 1, "mask_rate", "must be a number in (0, 1)")
@@ -65,17 +76,27 @@ def check_pretrain_options(cfg: DictConfig) -> None:
                           "row to the task length); run SPT with lra_code=false")
 
 
+def stage_one_steps(total: int, fraction: float) -> int:
+    """Stage 1's share of a two-stage budget of ``total`` optimizer steps."""
+    return int(round(total * float(fraction)))
+
+
 def task_name(cfg: DictConfig) -> str:
     return str(OmegaConf.select(cfg, "task.name", default=""))
 
 
 def stage_one_config(cfg: DictConfig) -> DictConfig:
     """Stage 1's config, derived from the run's: its folder ``<run>/pretrain``, ``pretrain.max_steps`` optimizer
-    steps (or ``pretrain.max_epochs``), the recipe's optimizer, schedule and gradient clipping, no validation, no test, no chance diagnosis (stage 2's only), the
-    latest checkpoint kept instead of the best-validation one, W&B job type ``pretrain`` in the run's group."""
-    p = cfg.pretrain
+    steps (its share of ``trainer.max_steps`` with ``pretrain.budget_fraction``, or ``pretrain.max_epochs``), the
+    recipe's optimizer, schedule and gradient clipping, no validation, no test, no chance diagnosis (stage 2's
+    only), the latest checkpoint kept instead of the best-validation one, W&B job type ``pretrain`` in the run's
+    group."""
     stage = copy.deepcopy(cfg)
+    p = stage.pretrain
     with open_dict(stage):
+        if p.get("budget_fraction") is not None:
+            p.max_steps = stage_one_steps(int(cfg.trainer.max_steps), p.budget_fraction)
+            p.budget_fraction = None
         stage.paths.output_dir = str(Path(cfg.paths.output_dir) / STAGE_DIR)
         stage.train, stage.test, stage.rerun, stage.ckpt_path = True, False, False, None
         if p.max_steps is not None:
@@ -102,12 +123,23 @@ def stage_one_config(cfg: DictConfig) -> DictConfig:
 
 
 def stage_two_config(cfg: DictConfig) -> DictConfig:
-    """Stage 2's config: the run's, with its W&B run in the same group as stage 1's."""
-    wandb = (cfg.get("logger") or {}).get("wandb")
-    if wandb is not None and cfg.get("pretrain"):
-        with open_dict(cfg):
+    """Stage 2's config: the run's, with its W&B run in the same group as stage 1's, and with
+    ``pretrain.budget_fraction`` the share of ``trainer.max_steps`` stage 1 did not take."""
+    if not cfg.get("pretrain"):
+        return cfg
+    check_pretrain_options(cfg)  # the budget is checked before it is split (a sweep's job checks here first)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        wandb = (cfg.get("logger") or {}).get("wandb")
+        if wandb is not None:
             wandb.group = wandb_group(cfg)
             wandb.tags = [*wandb.tags, "spt"]
+        fraction = cfg.pretrain.get("budget_fraction")
+        if fraction is not None:  # split here once: each stage's own config then checks as any other
+            total = int(cfg.trainer.max_steps)
+            cfg.pretrain.max_steps = stage_one_steps(total, fraction)
+            cfg.trainer.max_steps = total - cfg.pretrain.max_steps
+            cfg.pretrain.budget_fraction = None
     return cfg
 
 
