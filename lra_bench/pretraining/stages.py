@@ -147,11 +147,18 @@ def start_from_encoder(net: torch.nn.Module, path: Path) -> dict[str, Any]:
     """Load the pretrained embedding and backbone into stage 2's classifier (its head stays new); every encoder
     weight must fit, and every classifier weight but the head's must come from it."""
     state, meta = load_encoder(path)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("head.")]
-    if missing or unexpected:
-        raise ConfigError(f"{path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
-                          "stage 1 ran another model; rerun with rerun=true to pretrain again")
+    own = net.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith("head.")]
+    unexpected = [k for k in state if k not in own]
+    # load_state_dict raises a multi-line RuntimeError for a shape mismatch even with strict=False: named here first
+    resized = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+               if k in own and v.shape != own[k].shape]
+    problems = [f"{what} {found[:3]}" for what, found in (("missing", missing), ("unexpected", unexpected),
+                                                           ("other shapes", resized)) if found]
+    if problems:
+        raise ConfigError(f"{path} does not fit this model ({'; '.join(problems)}): stage 1 ran another model; rerun "
+                          "with rerun=true to pretrain again")
+    net.load_state_dict(state, strict=False)
     log.info("stage 2 starts from the pretrained encoder %s (stage 1: %s steps, objective %s)", path,
              meta.get("global_step"), meta.get("objective"))
     return meta
