@@ -18,8 +18,8 @@ embedding normalises). Retrieval pretrains on each document of a pair as its own
   last (``base.py:428-435``); nothing is masked.
 ``auto`` takes ``causal`` for a causal backbone and ``masked`` otherwise. A backbone is causal when it says so
 (``causal = True``) or, when it says nothing, when a probe shows that changing the second half of a sequence leaves
-the first half's outputs unchanged up to float roundoff (``is_causal``). Next-token prediction on a bidirectional backbone would read the
-answer at t + 1 and is refused.
+the first half's outputs unchanged up to float roundoff (``is_causal``). Next-token prediction on a bidirectional
+backbone would read the answer at t + 1 and is refused.
 """
 
 from __future__ import annotations
