@@ -455,6 +455,10 @@ BAD_OPTIONS = [
     ("pretrain.batch_size", 0, r"pretrain\.batch_size=0: must be null \(the task's\) or an integer >= 1$"),
     ("pretrain.objective", "foo", r"pretrain\.objective='foo': must be one of auto, masked, causal$"),
     ("pretrain.optimizer.lr", 0, r"pretrain\.optimizer\.lr=0: must be a number > 0 and finite$"),
+    ("pretrain.optimizer.weight_decay", -0.1, r"pretrain\.optimizer\.weight_decay=-0\.1: must be a number >= 0"),
+    ("pretrain.scheduler.decay", "cosin", r"pretrain\.scheduler\.decay='cosin': must be one of linear, "),
+    ("pretrain.scheduler.warmup_steps", -5, r"pretrain\.scheduler\.warmup_steps=-5: must be null or an integer >= 0$"),
+    ("pretrain.gradient_clip_val", -1.0, r"pretrain\.gradient_clip_val=-1\.0: must be null or a number >= 0"),
     ("lra_code", True, r"pretrain=spt with lra_code=true: LRA's released code never self-pretrains .*; run SPT with "
                        r"lra_code=false$"),
     ("pretrain.by_task.listops", REMOVED, r"pretrain=spt: no recipe for task 'listops' \(pretrain\.by_task has text, "

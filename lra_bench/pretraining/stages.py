@@ -20,8 +20,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.errors import ConfigError
+from lra_bench.models.options.rules import is_int, is_number
 from lra_bench.pretraining.objectives import OBJECTIVES
 from lra_bench.training.checkpoint_io import atomic_write
+from lra_bench.training.optim import DECAYS
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,16 @@ def check_pretrain_options(cfg: DictConfig) -> None:
     need(isinstance(rate, (int, float)) and 0 < rate < 1, "mask_rate", "must be a number in (0, 1)")
     lr = OmegaConf.select(p, "optimizer.lr", default=None)
     need(isinstance(lr, (int, float)) and 0 < lr < float("inf"), "optimizer.lr", "must be a number > 0 and finite")
+    # stage 1's own optimizer, schedule and clipping, held to the rules the run's are (training/options.py)
+    wd = OmegaConf.select(p, "optimizer.weight_decay", default=None)
+    need(wd is None or (is_number(wd) and wd >= 0), "optimizer.weight_decay", "must be a number >= 0 and finite")
+    need(OmegaConf.select(p, "scheduler.decay", default=None) in DECAYS, "scheduler.decay",
+         f"must be one of {', '.join(DECAYS)}")
+    warmup = OmegaConf.select(p, "scheduler.warmup_steps", default=None)
+    need(warmup is None or (is_int(warmup) and warmup >= 0), "scheduler.warmup_steps", "must be null or an integer >= 0")
+    clip = p.get("gradient_clip_val")
+    need(clip is None or (is_number(clip) and clip >= 0), "gradient_clip_val",
+         "must be null or a number >= 0 (0 or null: no clipping; Lightning ignores a negative one)")
     if cfg.get("lra_code"):
         raise ConfigError("pretrain=spt with lra_code=true: LRA's released code never self-pretrains (and pads every "
                           "row to the task length); run SPT with lra_code=false")
