@@ -185,6 +185,7 @@ def run(cfg: DictConfig, earlier_attempt: bool = False, pretraining: bool = Fals
         except Preempted as stop:  # the checkpoint is saved; rerunning the same command resumes
             return {"preempted": int(stop.signum)}
     fault_point("after_fit", trainer.global_step)
+    tokens_seen = module.tokens_seen_total()  # before the test step, whose best checkpoint restores its older count
     if pretraining:
         return finish_pretraining(cfg, module, trainer, out_dir, started)
 
@@ -214,7 +215,7 @@ def run(cfg: DictConfig, earlier_attempt: bool = False, pretraining: bool = Fals
         "best_checkpoint": ckpt.best_model_path if ckpt is not None else "",
         "tested_weights": ("best_checkpoint" if tested else "final") if cfg.test else "not_tested",
         "global_step": trainer.global_step,
-        "train/tokens_seen": module.tokens_seen_total(),
+        "train/tokens_seen": tokens_seen,
         **stopping.stop_reason(trainer, fitted=bool(cfg.train)),
         "wall_time_s": time.time() - started,
         **{f"perf/{k}": v for k, v in perf.items()},

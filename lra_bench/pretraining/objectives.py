@@ -18,8 +18,8 @@ embedding normalises). Retrieval pretrains on each document of a pair as its own
   last (``base.py:428-435``); nothing is masked.
 ``auto`` takes ``causal`` for a causal backbone and ``masked`` otherwise. A backbone is causal when it says so
 (``causal = True``) or, when it says nothing, when a probe shows that changing the second half of a sequence leaves
-the first half's outputs unchanged (``is_causal``). Next-token prediction on a bidirectional backbone would read the
-answer at t + 1 and is refused.
+the first half's outputs unchanged up to float roundoff (``is_causal``). Next-token prediction on a bidirectional
+backbone would read the answer at t + 1 and is refused.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from lra_bench.models.embedding import TokenEmbedding
 
 OBJECTIVES = ("auto", "masked", "causal")
 PIXEL_LEVELS = 256  # pixel tasks predict the 8-bit intensity
+CAUSAL_TOLERANCE = 1e-4  # is_causal: how far (relative) the first half may move when the second half changes
 
 
 def is_causal(backbone: nn.Module, d_model: int, length: int = 64) -> bool:
@@ -54,8 +55,10 @@ def is_causal(backbone: nn.Module, d_model: int, length: int = 64) -> bool:
         lengths = torch.full((2,), length, dtype=torch.long, device=device)
         with torch.no_grad():
             a, b = backbone(x, lengths), backbone(changed, lengths)
-        half = length // 2
-        return bool(torch.allclose(a[:, :half].float(), b[:, :half].float(), rtol=1e-5, atol=1e-6))
+        first, moved = a[:, : length // 2].float(), b[:, : length // 2].float()
+        # relative to the outputs' scale: a float32 FFT convolution (S4, S4D) moves the first half by ~1e-6 of it
+        # (4e-6 for S4D at its image preset's size), a bidirectional backbone by a sizeable fraction
+        return bool((first - moved).norm() <= CAUSAL_TOLERANCE * first.norm())
     except Exception:  # noqa: BLE001 - a backbone that cannot take the probe is treated as the protocol's default
         return False
     finally:

@@ -20,8 +20,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra_bench.errors import ConfigError
+from lra_bench.models.options.rules import is_int, is_number
 from lra_bench.pretraining.objectives import OBJECTIVES
 from lra_bench.training.checkpoint_io import atomic_write
+from lra_bench.training.optim import DECAYS
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,16 @@ def check_pretrain_options(cfg: DictConfig) -> None:
     need(isinstance(rate, (int, float)) and 0 < rate < 1, "mask_rate", "must be a number in (0, 1)")
     lr = OmegaConf.select(p, "optimizer.lr", default=None)
     need(isinstance(lr, (int, float)) and 0 < lr < float("inf"), "optimizer.lr", "must be a number > 0 and finite")
+    # stage 1's own optimizer, schedule and clipping, held to the rules the run's are (training/options.py)
+    wd = OmegaConf.select(p, "optimizer.weight_decay", default=None)
+    need(wd is None or (is_number(wd) and wd >= 0), "optimizer.weight_decay", "must be a number >= 0 and finite")
+    need(OmegaConf.select(p, "scheduler.decay", default=None) in DECAYS, "scheduler.decay",
+         f"must be one of {', '.join(DECAYS)}")
+    warmup = OmegaConf.select(p, "scheduler.warmup_steps", default=None)
+    need(warmup is None or (is_int(warmup) and warmup >= 0), "scheduler.warmup_steps", "must be null or an integer >= 0")
+    clip = p.get("gradient_clip_val")
+    need(clip is None or (is_number(clip) and clip >= 0), "gradient_clip_val",
+         "must be null or a number >= 0 (0 or null: no clipping; Lightning ignores a negative one)")
     if cfg.get("lra_code"):
         raise ConfigError("pretrain=spt with lra_code=true: LRA's released code never self-pretrains (and pads every "
                           "row to the task length); run SPT with lra_code=false")
@@ -179,11 +191,18 @@ def start_from_encoder(net: torch.nn.Module, path: Path) -> dict[str, Any]:
     """Load the pretrained embedding and backbone into stage 2's classifier (its head stays new); every encoder
     weight must fit, and every classifier weight but the head's must come from it."""
     state, meta = load_encoder(path)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("head.")]
-    if missing or unexpected:
-        raise ConfigError(f"{path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
-                          "stage 1 ran another model; rerun with rerun=true to pretrain again")
+    own = net.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith("head.")]
+    unexpected = [k for k in state if k not in own]
+    # load_state_dict raises a multi-line RuntimeError for a shape mismatch even with strict=False: named here first
+    resized = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+               if k in own and v.shape != own[k].shape]
+    problems = [f"{what} {found[:3]}" for what, found in (("missing", missing), ("unexpected", unexpected),
+                                                           ("other shapes", resized)) if found]
+    if problems:
+        raise ConfigError(f"{path} does not fit this model ({'; '.join(problems)}): stage 1 ran another model; rerun "
+                          "with rerun=true to pretrain again")
+    net.load_state_dict(state, strict=False)
     log.info("stage 2 starts from the pretrained encoder %s (stage 1: %s steps, objective %s)", path,
              meta.get("global_step"), meta.get("objective"))
     return meta
