@@ -314,3 +314,54 @@ def test_the_snapshot_and_the_live_groups_hold_one_configuration_each(trained: d
     assert grouping["finished training runs"] == ["task.name", "model.name", "optimizer.lr", "task.datamodule.dirname"]
     assert grouping["ListOps runs"] == ["model.name", "optimizer.lr", "task.datamodule.dirname"]  # never by seed
     check_keys(written["panels"], trained, benched)
+
+
+@pytest.fixture(scope="module")
+def pretrained(offline_env: Path, listops_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny real self-pretrained run (``pretrain=spt``, two stages), W&B offline: stage 1 in ``<run>/pretrain``."""
+    logs = tmp_path_factory.mktemp("spt_logs")
+    out = logs / "spt"
+    cfg = compose_config([*TINY_RUN, "logger=wandb", f"paths.data_dir={listops_root}", f"paths.output_dir={out}",
+                          "logger.wandb.group=unit-tests", "pretrain=spt", "pretrain.max_steps=2"])
+    train_mod.train(cfg)
+    (stage_one,) = (out / "pretrain" / "wandb").glob("offline-run-*")
+    (stage_two,) = (out / "wandb").glob("offline-run-*")
+    return {"logs": logs, "out": out, "stage_one": read_finished_run(stage_one), "stage_two": read_finished_run(stage_two)}
+
+
+@pytest.mark.slow
+def test_spt_runs_are_their_own_rows_and_live_groups_and_stage_one_is_in_no_run_set(trained: dict, pretrained: dict,
+                                                                                   benched: dict, tmp_path: Path) -> None:
+    """The real scratch run beside a real SPT run of the same tiny preset and seed: two snapshot rows, live groups
+    split by the recipe (a key the real SPT run's config has), and stage 1 (job type pretrain) outside every run set."""
+    logs = tmp_path / "logs"
+    for name, source in (("scratch", trained["logs"]), ("spt", pretrained["logs"])):
+        shutil.copytree(source, logs / name, ignore=shutil.ignore_patterns("wandb", "checkpoints"))
+    out = tmp_path / "dashboard.json"
+    assert dashboard.main(["--dry-run", "--runs", str(logs), "--bench", str(benched["root"]), "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    snapshot = next(b["content"] for b in written["spec"]["spec"]["blocks"] if b["type"] == "markdown-block")
+    ours = [line.split(" |")[0] for line in snapshot.splitlines() if line.startswith("| **transformer**")]
+    assert ours == ["| **transformer**", "| **transformer** [SPT]"] and "(n=2)" not in snapshot
+    runsets = [rs for b in written["spec"]["spec"]["blocks"] if b["type"] == "panel-grid" for rs in b["metadata"]["runSets"]]
+    grouping = {rs["name"]: [dashboard._config_key(g["name"]) for g in rs.get("grouping", [])] for rs in runsets}
+    assert grouping["finished training runs"] == ["task.name", "model.name", "pretrain.name"]
+    check_keys(written["panels"], {"run": pretrained["stage_two"]}, benched)  # stage 2 has every key the panels read
+    stage_one, stage_two = pretrained["stage_one"]["run"], pretrained["stage_two"]["run"]
+    assert (stage_one["job_type"], stage_two["job_type"]) == ("pretrain", "listops") and stage_one["group"] == stage_two["group"]
+    table_set = next(p for p in written["panels"] if p["title"] == "finished training runs")
+    assert "JobType" in json.dumps(runsets[0]["filters"]) and "pretrain" not in dashboard.TASKS  # stage 1: no run set
+    assert {"model.name", "task.name", "pretrain.name"} <= set(table_set["config"])
+
+
+@pytest.mark.slow
+def test_the_reports_hand_made_spt_results_have_the_keys_a_real_spt_run_writes(pretrained: dict) -> None:
+    """tests/test_report.py's SPT result.json files stand for real ones: every key they use is in the real files,
+    with a value of the same type."""
+    from tests.test_report import SPT_RESULT, STAGE_ONE_RESULT
+
+    for mine, path in ((SPT_RESULT, pretrained["out"] / "result.json"), (STAGE_ONE_RESULT, pretrained["out"] / "pretrain" / "result.json")):
+        real = json.loads(path.read_text())
+        for key, value in mine.items():
+            assert key in real, (path, key)
+            assert type(real[key]) is type(value) or real[key] is None or value is None, (path, key, real[key], value)

@@ -346,16 +346,16 @@ PRESET = {"experiment": "lra/transformer-listops", "sweep": None}
 SCRATCH_RESULT = {"task": "listops", "model": "transformer", "run_name": "transformer-listops", "seed": 1, "lra_code": False,
                   "protocol": "scratch", **PRESET, "overrides": ["experiment=lra/transformer-listops", "seed=1"],
                   "val/acc_best": 0.30, "test/acc": 0.35, "test/loss": 2.1, "best_checkpoint": "ckpt", "tested_weights": "best_checkpoint",
-                  "global_step": 12, "train/tokens_seen": 4416, "stop_reason": "max_epochs", "wall_time_s": 3.2}
+                  "global_step": 12, "train/tokens_seen": 1616, "stop_reason": "max_epochs", "wall_time_s": 4.4}
 SPT_RESULT = SCRATCH_RESULT | {
     "protocol": "spt", "overrides": ["experiment=lra/transformer-listops", "seed=1", "pretrain=spt"], "test/acc": 0.45,
-    "pretrain": "spt", "pretrain/objective": "masked", "pretrain/mask_rate": 0.1, "pretrain/loss": 3.2, "pretrain/steps": 2,
-    "pretrain/tokens_seen": 736, "pretrain/wall_time_s": 1.5, "budget/total_steps": 14, "budget/total_tokens": 5152,
-    "budget/total_wall_time_s": 4.7}
+    "pretrain": "spt", "pretrain/objective": "masked", "pretrain/mask_rate": 0.1, "pretrain/loss": 3.63, "pretrain/steps": 2,
+    "pretrain/tokens_seen": 1092, "pretrain/wall_time_s": 4.4, "budget/total_steps": 14, "budget/total_tokens": 2708,
+    "budget/total_wall_time_s": 8.8}
 STAGE_ONE_RESULT = {"task": "listops", "model": "transformer", "run_name": "transformer-listops", "seed": 1, "stage": "pretrain",
                     "protocol": "spt", "pretrain": "spt", "objective": "masked", "mask_rate": 0.1, **PRESET,
-                    "overrides": SPT_RESULT["overrides"], "pretrain/loss": 3.2, "global_step": 2, "train/tokens_seen": 736,
-                    "stop_reason": "max_steps", "wall_time_s": 1.5}
+                    "overrides": SPT_RESULT["overrides"], "pretrain/loss": 3.63, "global_step": 2, "train/tokens_seen": 1092,
+                    "stop_reason": "max_steps", "wall_time_s": 4.4}
 OLD_RESULT = {k: v for k, v in SCRATCH_RESULT.items() if k not in ("protocol", "train/tokens_seen")} | {"seed": 2, "test/acc": 0.37,
               "overrides": ["experiment=lra/transformer-listops", "seed=2"]}
 RECIPE = {"name": "spt", "objective": "auto", "mask_rate": 0.1, "max_epochs": 100, "max_steps": None, "batch_size": 32,
@@ -399,9 +399,9 @@ def test_spt_and_scratch_runs_of_one_preset_and_seed_are_two_rows_and_stage_one_
     assert "| **transformer** [SPT] | paper preset | 45.00 (n=1) · 1 config |" in md
     runs_md = md.split("## Runs")[1]
     line = next(x for x in runs_md.splitlines() if "| SPT (spt, masked) |" in x)
-    assert "| transformer [SPT] |" in line and "| 2 + 12 = 14 steps · 736 + 4,416 = 5,152 tokens |" in line
-    assert "| scratch | transformer | – | 35.00 | 12 steps · 4,416 tokens |" in runs_md
-    assert runs_md.count("| transformer | listops |") == 3 and "stage" not in runs_md
+    assert "| transformer [SPT] |" in line and "| 2 + 12 = 14 steps · 1,092 + 1,616 = 2,708 tokens |" in line
+    assert "| scratch | transformer | 30.00 | 35.00 | 12 steps · 1,616 tokens |" in runs_md
+    assert runs_md.count("| transformer | listops |") == 3 and "/pretrain`" not in runs_md  # no row for stage 1
 
 
 def test_without_a_stored_config_the_protocol_alone_keeps_spt_apart() -> None:
@@ -498,4 +498,4 @@ def test_wandb_stage_one_runs_are_not_runs(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(wandb, "Api", Api)
     (found,) = wandb_runs("me/lra", None)
     assert found["wandb_id"] == "b" and table_rows([found])[0]["spt"] == "spt"
-    assert budget_of(found) == "2 + 12 = 14 steps · 736 + 4,416 = 5,152 tokens"
+    assert budget_of(found) == "2 + 12 = 14 steps · 1,092 + 1,616 = 2,708 tokens"

@@ -6,8 +6,8 @@ path), ``config`` (its resolved config, flattened; None when its folder keeps no
 cannot be reported (not a JSON object, no model or task name, an accuracy outside [0, 1]) is skipped with one
 warning naming it and why. Stage 1 of a self-pretrained run (``<run>/pretrain/result.json``, ``stage: pretrain``; a
 W&B run of job type ``pretrain``) is part of its run, never a run of its own: its figures are in the run's
-``pretrain/*`` and ``budget/*`` keys. ``scale_of`` tells paper-preset runs from reduced ones; ``at_chance`` reads the run's
-chance diagnosis (``lra_bench.training.diagnosis``); ``select`` applies the report's filters.
+``pretrain/*`` and ``budget/*`` keys. ``scale_of`` tells paper-preset runs from reduced ones; ``at_chance`` reads
+the run's chance diagnosis (``lra_bench.training.diagnosis``); ``select`` applies the report's filters.
 """
 
 from __future__ import annotations
