@@ -399,8 +399,8 @@ def test_spt_and_scratch_runs_of_one_preset_and_seed_are_two_rows_and_stage_one_
     assert "| **transformer** [SPT] | paper preset | 45.00 (n=1) · 1 config |" in md
     runs_md = md.split("## Runs")[1]
     line = next(x for x in runs_md.splitlines() if "| SPT (spt, masked) |" in x)
-    assert "| transformer [SPT] |" in line and "| 2 + 12 = 14 steps · 1,092 + 1,616 = 2,708 tokens |" in line
-    assert "| scratch | transformer | 30.00 | 35.00 | 12 steps · 1,616 tokens |" in runs_md
+    assert "| transformer [SPT] | SPT (spt, masked) | 30.00 | 45.00 | 2 + 12 = 14 steps · 1,092 + 1,616 = 2,708 tokens |" in line
+    assert "| transformer | scratch | 30.00 | 35.00 | 12 steps · 1,616 tokens |" in runs_md
     assert runs_md.count("| transformer | listops |") == 3 and "/pretrain`" not in runs_md  # no row for stage 1
 
 

@@ -254,13 +254,13 @@ def runs_table(runs: list[dict[str, Any]], rows: list[dict[str, Any]] = ()) -> s
     SPT run)."""
     placed = {id(run): (row_name(row, bold=False) + ("" if task_variant(run) is None else f", {row['variant']}"))
               for row in rows for members in row["runs"].values() for run in members}
-    lines = ["| model | task | seed | scale | protocol | row | val acc | test acc | budget (SPT: stage 1 + stage 2 = both) "
+    lines = ["| model | task | seed | scale | row | protocol | val acc | test acc | budget (SPT: stage 1 + stage 2 = both) "
              "| tokens/s | diagnosis | source |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["task"], r["model"], spt_recipe(r) or "", str(r.get("seed")))):
         val, test, tps = number(r, "val/acc_best"), number(r, "test/acc"), number(r, "perf/tokens_per_sec")
         shown = [f"{100 * val:.2f}" if val is not None else "–", f"{100 * test:.2f}" if test is not None else "–",
                  budget_of(r), f"{tps:,.0f}" if tps is not None else "–"]
-        lines.append(f"| {r['model']} | {r['task']} | {r.get('seed')} | {scale_of(r)} | {protocol_of(r)} | "
-                     f"{placed.get(id(r), '–')} | " + " | ".join(shown) + f" | {diagnosis_of(r)} | `{r['source']}` |")
+        lines.append(f"| {r['model']} | {r['task']} | {r.get('seed')} | {scale_of(r)} | {placed.get(id(r), '–')} | "
+                     f"{protocol_of(r)} | " + " | ".join(shown) + f" | {diagnosis_of(r)} | `{r['source']}` |")
     return "\n".join(lines)
