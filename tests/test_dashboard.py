@@ -98,10 +98,10 @@ def benched(offline_env: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {"root": root, "rows": saved, "logged": logged, "run": read_finished_run(run_dir)}
 
 
-def check_keys(panels: list[dict], trained: dict, benched: dict) -> None:
-    training, bench_run = keys_of(trained["run"]), keys_of(benched["run"])
+def check_keys(panels: list[dict], trained: dict, benched: dict | None) -> None:
+    training = keys_of(trained["run"])
     for panel in panels:
-        real = bench_run if panel["grid"] == BENCH_GRID else training
+        real = keys_of(benched["run"]) if panel["grid"] == BENCH_GRID else training
         for kind in ("history", "summary", "config", "run", "tables"):
             missing = set(panel[kind]) - real[kind]
             assert not missing, f"{panel['title']} reads {kind} keys no real run has: {sorted(missing)}"
@@ -314,3 +314,55 @@ def test_the_snapshot_and_the_live_groups_hold_one_configuration_each(trained: d
     assert grouping["finished training runs"] == ["task.name", "model.name", "optimizer.lr", "task.datamodule.dirname"]
     assert grouping["ListOps runs"] == ["model.name", "optimizer.lr", "task.datamodule.dirname"]  # never by seed
     check_keys(written["panels"], trained, benched)
+
+
+@pytest.fixture(scope="module")
+def pretrained(offline_env: Path, listops_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny real self-pretrained run (``pretrain=spt``: stage 1 in ``<run>/pretrain``, W&B offline) and the same
+    preset and seed from scratch (CSV only), one epoch each."""
+    logs = tmp_path_factory.mktemp("spt_logs")
+    common = [*TINY_RUN, "trainer.max_epochs=1", f"paths.data_dir={listops_root}"]
+    train_mod.train(compose_config([*common, f"paths.output_dir={logs / 'scratch'}"]))
+    out = logs / "spt"
+    train_mod.train(compose_config([*common, "logger=wandb", f"paths.output_dir={out}", "logger.wandb.group=unit-tests",
+                                    "pretrain=spt", "pretrain.max_steps=2"]))
+    (stage_one,) = (out / "pretrain" / "wandb").glob("offline-run-*")
+    (stage_two,) = (out / "wandb").glob("offline-run-*")
+    return {"logs": logs, "out": out, "stage_one": read_finished_run(stage_one), "stage_two": read_finished_run(stage_two)}
+
+
+@pytest.mark.slow
+def test_spt_runs_are_their_own_rows_and_live_groups_and_stage_one_is_in_no_run_set(pretrained: dict, tmp_path: Path) -> None:
+    """A real SPT run beside a real run from scratch of the same tiny preset and seed: two snapshot rows, live groups
+    split by the recipe (a key the real SPT run's config has), and stage 1 (job type pretrain) outside every run set."""
+    out = tmp_path / "dashboard.json"
+    assert dashboard.main(["--dry-run", "--runs", str(pretrained["logs"]), "--bench", str(tmp_path / "none"), "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    snapshot = next(b["content"] for b in written["spec"]["spec"]["blocks"] if b["type"] == "markdown-block")
+    ours = [line.split(" |")[0] for line in snapshot.splitlines() if line.startswith("| **transformer**")]
+    assert ours == ["| **transformer**", "| **transformer** [SPT]"] and "(n=2)" not in snapshot
+    runsets = [rs for b in written["spec"]["spec"]["blocks"] if b["type"] == "panel-grid" for rs in b["metadata"]["runSets"]]
+    grouping = {rs["name"]: [dashboard._config_key(g["name"]) for g in rs.get("grouping", [])] for rs in runsets}
+    assert grouping["finished training runs"] == ["task.name", "model.name", "pretrain.name"]
+    # every key the training panels read is in the real SPT run (stage 2)
+    check_keys([p for p in written["panels"] if p["grid"] != BENCH_GRID], {"run": pretrained["stage_two"]}, None)
+    stage_one, stage_two = pretrained["stage_one"]["run"], pretrained["stage_two"]["run"]
+    assert (stage_one["job_type"], stage_two["job_type"]) == ("pretrain", "listops") and stage_one["group"] == stage_two["group"]
+    job_types = [f["value"] if isinstance(f["value"], list) else [f["value"]]
+                 for rs in runsets for f in rs["filters"]["filters"] if f["key"]["name"].lower() == "jobtype"]
+    assert len(job_types) == len(runsets) and not any("pretrain" in chosen for chosen in job_types)  # stage 1: no run set
+
+
+@pytest.mark.slow
+def test_the_reports_hand_made_spt_results_have_the_keys_a_real_spt_run_writes(pretrained: dict) -> None:
+    """tests/test_report.py's SPT result.json files stand for real ones: every key they use is in the real files,
+    with a value of the same type (or null there: a run composed in-process records no experiment)."""
+    from tests.test_report import SCRATCH_RESULT, SPT_RESULT, STAGE_ONE_RESULT
+
+    logs = pretrained["logs"]
+    for mine, path in ((SCRATCH_RESULT, logs / "scratch" / "result.json"), (SPT_RESULT, logs / "spt" / "result.json"),
+                       (STAGE_ONE_RESULT, logs / "spt" / "pretrain" / "result.json")):
+        real = json.loads(path.read_text())
+        for key, value in mine.items():
+            assert key in real, (path, key)
+            assert real[key] is None or type(real[key]) is type(value), (path, key, real[key], value)

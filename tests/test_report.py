@@ -7,10 +7,11 @@ import base64
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lra_bench.reporting.configurations import settings, task_variant
+from lra_bench.reporting.configurations import settings, task_variant, varying_keys
 from lra_bench.reporting.dashboard import main as dashboard_main
 from lra_bench.reporting.html import markdown_to_html
 from lra_bench.reporting.plots import figures, score_vs_speed
@@ -18,7 +19,7 @@ from lra_bench.reporting.published import FAIL, PUBLISHED, five_task_avg, rows_f
 from lra_bench.reporting.report import fmt_cell, lra_table, table_rows
 from lra_bench.reporting.report import main as report_main
 from lra_bench.reporting.runs import at_chance, local_runs, merge, scale_of, select
-from lra_bench.reporting.tables import row_name, variant_rows, variant_table
+from lra_bench.reporting.tables import budget_of, configurations_list, row_name, variant_rows, variant_table
 
 
 def run(model: str, task: str, acc: float, seed: int = 1) -> dict:
@@ -334,3 +335,167 @@ def test_the_efficiency_table_says_device_precision_batch_and_preset() -> None:
 
     bench = bench_of({("mega", 4096): 1000.0})
     assert efficiency_table(bench).startswith("From `bench_results/text/results.json` (cpu, fp32, batch 1, preset `text`), L = 4096:")
+
+
+# --- the SPT protocol (pretrain=spt): its own rows, its stage 1 never a run ------------------------------------------
+
+# result.json files as lra_bench.train writes them, keys and value types copied from a real tiny run (TINY_RUN with
+# `pretrain=spt pretrain.max_steps=2`, and without): stage 2 (the run), stage 1 (`<run>/pretrain/`), a run from
+# scratch, and one from before the `protocol` key; `experiment`/`overrides` as a Hydra launch records them
+PRESET = {"experiment": "lra/transformer-listops", "sweep": None}
+SCRATCH_RESULT = {"task": "listops", "model": "transformer", "run_name": "transformer-listops", "seed": 1, "lra_code": False,
+                  "protocol": "scratch", **PRESET, "overrides": ["experiment=lra/transformer-listops", "seed=1"],
+                  "val/acc_best": 0.30, "test/acc": 0.35, "test/loss": 2.1, "best_checkpoint": "ckpt", "tested_weights": "best_checkpoint",
+                  "global_step": 12, "train/tokens_seen": 1616, "stop_reason": "max_epochs", "wall_time_s": 4.4}
+SPT_RESULT = SCRATCH_RESULT | {
+    "protocol": "spt", "overrides": ["experiment=lra/transformer-listops", "seed=1", "pretrain=spt"], "test/acc": 0.45,
+    "pretrain": "spt", "pretrain/objective": "masked", "pretrain/mask_rate": 0.1, "pretrain/loss": 3.63, "pretrain/steps": 2,
+    "pretrain/tokens_seen": 1092, "pretrain/wall_time_s": 4.4, "budget/total_steps": 14, "budget/total_tokens": 2708,
+    "budget/total_wall_time_s": 8.8}
+STAGE_ONE_RESULT = {"task": "listops", "model": "transformer", "run_name": "transformer-listops", "seed": 1, "stage": "pretrain",
+                    "protocol": "spt", "pretrain": "spt", "objective": "masked", "mask_rate": 0.1, **PRESET,
+                    "overrides": SPT_RESULT["overrides"], "pretrain/loss": 3.63, "global_step": 2, "train/tokens_seen": 1092,
+                    "stop_reason": "max_steps", "wall_time_s": 4.4}
+OLD_RESULT = {k: v for k, v in SCRATCH_RESULT.items() if k not in ("protocol", "train/tokens_seen")} | {"seed": 2, "test/acc": 0.37,
+              "overrides": ["experiment=lra/transformer-listops", "seed=2"]}
+RECIPE = {"name": "spt", "objective": "auto", "mask_rate": 0.1, "max_epochs": 100, "max_steps": None, "batch_size": 32,
+          "optimizer": {"lr": 0.001, "weight_decay": 0.0}, "by_task": {"listops": {"mask_rate": 0.1, "lr": 0.001}}}
+
+
+def run_folder(folder: Path, result: dict, pretrain: Any = "absent", seed: int = 1) -> Path:
+    """A run folder: its result.json and its logged config (``csv/hparams.yaml``), ``pretrain`` as the run logged it
+    (``None`` from scratch since the group exists, absent before it, the recipe for an SPT run)."""
+    import yaml
+
+    config = {"task": {"name": "listops", "datamodule": {"dirname": "listops-1000"}}, "model": {"name": "transformer"},
+              "optimizer": {"lr": 0.0005}, "seed": seed, "paths": {"output_dir": str(folder)}}
+    if pretrain != "absent":
+        config["pretrain"] = pretrain
+    (folder / "csv").mkdir(parents=True)
+    (folder / "csv" / "hparams.yaml").write_text(yaml.safe_dump(config))
+    (folder / "result.json").write_text(json.dumps(result))
+    return folder
+
+
+def test_spt_and_scratch_runs_of_one_preset_and_seed_are_two_rows_and_stage_one_is_not_a_run(tmp_path: Path, caplog) -> None:
+    logs = tmp_path / "logs"
+    run_folder(logs / "scratch", SCRATCH_RESULT, pretrain=None)
+    run_folder(logs / "old", OLD_RESULT, seed=2)  # no `pretrain` in its config, no `protocol`: from scratch
+    spt = run_folder(logs / "spt", SPT_RESULT, pretrain=RECIPE)
+    run_folder(spt / "pretrain", STAGE_ONE_RESULT, pretrain=RECIPE)
+    with caplog.at_level(logging.INFO):
+        runs = local_runs(logs)
+    assert sorted(Path(r["source"]).name for r in runs) == ["old", "scratch", "spt"]  # stage 1 is no run
+    assert next(r for r in runs if r["source"] == str(spt))["stage_one"] == str(spt / "pretrain")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # nor a skipped file
+    rows = table_rows(runs)
+    assert [(row_name(r, bold=False), r["scale"], r["listops"].n, r["listops"].mean) for r in rows] == [
+        ("transformer", "paper preset", 2, pytest.approx(36.0)),  # old and new files from scratch: one configuration
+        ("transformer [SPT]", "paper preset", 1, pytest.approx(45.0))]  # never a cell of n=2 with seed 1 from scratch
+    out = tmp_path / "out"
+    assert report_main(["--runs", str(logs), "--bench", str(tmp_path / "none"), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert md.startswith("# lra_bench report\n\n3 runs (1 self-pretrained first: [SPT] rows; their 1 stage-1 result(s)")
+    assert "| **transformer** [SPT] | paper preset | 45.00 (n=1) · 1 config |" in md
+    runs_md = md.split("## Runs")[1]
+    line = next(x for x in runs_md.splitlines() if "| SPT (spt, masked) |" in x)
+    assert "| transformer [SPT] | SPT (spt, masked) | 30.00 | 45.00 | 2 + 12 = 14 steps · 1,092 + 1,616 = 2,708 tokens |" in line
+    assert "| transformer | scratch | 30.00 | 35.00 | 12 steps · 1,616 tokens |" in runs_md
+    assert runs_md.count("| transformer | listops |") == 3 and "/pretrain`" not in runs_md  # no row for stage 1
+
+
+def test_without_a_stored_config_the_protocol_alone_keeps_spt_apart() -> None:
+    """result.json files with no config beside them (overrides empty: a run composed in-process): the protocol key
+    is all that tells them apart, and is enough."""
+    bare = {k: v for k, v in SCRATCH_RESULT.items() if k not in ("experiment", "overrides")}
+    rows = table_rows([bare, bare | {"protocol": "spt", "pretrain": "spt", "test/acc": 0.45}])
+    assert [(row_name(r, bold=False), r["listops"].n) for r in rows] == [("transformer", 1), ("transformer [SPT]", 1)]
+    assert all(r["flags"]["listops"] == [] for r in rows)  # not one cell whose two runs "repeat a seed"
+
+
+def test_a_stage_one_result_of_an_unfinished_run_is_neither_a_run_nor_a_skipped_file(tmp_path: Path, caplog) -> None:
+    run_folder(tmp_path / "killed" / "pretrain", STAGE_ONE_RESULT, pretrain=RECIPE)  # stage 2 never finished
+    with caplog.at_level(logging.INFO):
+        assert local_runs(tmp_path) == []
+    (line,) = [r.getMessage() for r in caplog.records if "stage 1" in r.getMessage()]
+    assert line.startswith("not a run: ") and str(tmp_path / "killed" / "pretrain") in line
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_pretrain_picks_the_protocol_of_a_preset_and_its_sub_overrides_name_a_variant() -> None:
+    preset = ["experiment=lra/transformer-listops"]
+    scale = lambda *o: scale_of(run("transformer", "listops", 0.5) | {"overrides": [*preset, *o]})  # noqa: E731
+    assert scale("pretrain=spt") == scale("+pretrain=spt_s4") == scale("pretrain=null") == "paper preset"
+    assert scale("pretrain=spt", "pretrain.mask_rate=0.3") == "reduced"
+
+    def spt(acc: float, seed: int = 1, recipe: str = "spt", *extra: str, **config) -> dict:
+        settings = {f"pretrain.{k}": v for k, v in ({"name": recipe, "mask_rate": 0.1} | config).items()}
+        return configured(seed, acc, model="transformer", **{k.replace(".", "__"): v for k, v in settings.items()}) | {
+            "protocol": "spt", "pretrain": recipe, "overrides": [*preset, f"pretrain={recipe}", *extra]}
+
+    runs = [configured(1, 0.36, model="transformer") | {"overrides": preset},
+            spt(0.44), spt(0.46, 2), spt(0.40, 1, "spt", "pretrain.mask_rate=0.3", mask_rate=0.3), spt(0.50, 1, "spt_s4")]
+    rows = table_rows(runs)
+    assert [(row_name(r, bold=False), r["scale"], r["listops"].n) for r in rows] == [
+        ("transformer", "paper preset", 1), ("transformer [SPT]", "paper preset", 2),
+        ("transformer (pretrain.mask_rate=0.3) [SPT]", "reduced", 1), ("transformer [SPT: spt_s4]", "paper preset", 1)]
+    assert rows[2]["differences"]["listops"] == [("pretrain.mask_rate", 0.3, 0.1)]  # against the SPT preset
+    assert configurations_list(rows).count("`pretrain.mask_rate` = 0.3 (reference 0.1)") == 1
+
+
+def test_the_published_spt_row_stands_beside_ours_with_its_source() -> None:
+    (row,) = [p for p in PUBLISHED if p.protocol == "spt"]
+    assert (row.name, row.model, row.scores, row.avg) == (
+        "Transformers + Causal SPT", "transformer", (59.15, 88.81, 90.38, 76.0, 88.49, 88.05), 81.81)
+    assert "Never Train from Scratch" in row.source and "2310.02980" in row.source and "Table 1" in row.source
+    assert "quoted in Parnichkun et al. 2024" in row.note and "2405.06147v2" in row.note  # read second-hand, and said
+    assert {p.protocol for p in PUBLISHED} == {"scratch", "spt"}
+    table = lra_table(table_rows([run("s4", "listops", 0.5)]))
+    line = next(x for x in table.splitlines() if x.startswith("| Transformers + Causal SPT | published |"))
+    assert "| 59.15 | 88.81 | 90.38 | 76.00 | 88.49 | 88.05 | 81.81 | – |" in line and "arXiv 2310.02980" in line
+
+
+def test_the_figures_label_spt_rows_and_say_both_protocols(tmp_path: Path) -> None:
+    runs = [run("transformer", "listops", 0.36), run("transformer", "listops", 0.45) | {"protocol": "spt", "pretrain": "spt"}]
+    by_task, vs_speed = figures(table_rows(runs), None, tmp_path)
+    assert [d for d in by_task.drawn if "published" not in d] == ["transformer, paper preset", "transformer [SPT], paper preset"]
+    assert "from scratch and self-pretrained [SPT]" in by_task.title and "[SPT] and hatched" in by_task.caption
+    assert "from scratch and self-pretrained [SPT]" in vs_speed.title
+
+
+def test_the_dashboard_groups_live_panels_by_the_recipe_only_when_both_protocols_ran() -> None:
+    scratch = configured(1, 0.36) | {"config": configured(1, 0.36)["config"] | {"pretrain": None}}
+    spt = lambda acc, **c: configured(1, acc, pretrain__name="spt", pretrain__mask_rate=c.get("rate", 0.1),  # noqa: E731
+                                      pretrain__by_task__listops__lr=1e-3) | {"protocol": "spt", "pretrain": "spt"}
+    assert varying_keys([scratch, configured(2, 0.37)]) == []  # `pretrain: null` and no key: the same
+    assert varying_keys([scratch, spt(0.45)]) == ["pretrain.name"]  # not every key of the recipe
+    assert varying_keys([scratch, spt(0.45), spt(0.40, rate=0.3)]) == ["pretrain.mask_rate", "pretrain.name"]
+
+
+def test_wandb_stage_one_runs_are_not_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``wandb_runs`` against a stand-in for the W&B server's run list: stage 1 (job type pretrain) and stage 2 of
+    one SPT run, as the harness logs them (stage 1: no test accuracy in its summary)."""
+    import wandb
+
+    from lra_bench.reporting.runs import wandb_runs
+
+    class Run:
+        def __init__(self, id: str, job_type: str, summary: dict) -> None:
+            self.id, self.job_type, self.group, self.path, self.summary = id, job_type, "g", ["me", "lra", id], summary
+            self.config = {"model": {"name": "transformer"}, "task": {"name": "listops"}, "seed": 1, "pretrain": RECIPE}
+
+    stage_one = Run("a", "pretrain", {k: v for k, v in STAGE_ONE_RESULT.items() if isinstance(v, (int, float))})
+    stage_two = Run("b", "listops", {k: v for k, v in SPT_RESULT.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    stage_one.summary["test/acc"] = 0.1  # even a stage-1 run with an accuracy would not be a run
+
+    class Api:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def runs(self, path: str, filters: dict | None = None) -> list:
+            return [stage_one, stage_two]
+
+    monkeypatch.setattr(wandb, "Api", Api)
+    (found,) = wandb_runs("me/lra", None)
+    assert found["wandb_id"] == "b" and table_rows([found])[0]["spt"] == "spt"
+    assert budget_of(found) == "2 + 12 = 14 steps · 1,092 + 1,616 = 2,708 tokens"

@@ -12,8 +12,13 @@ known only by its experiment and command-line overrides.
 short ListOps, the easy quick Pathfinder): the data keys (``DATA_KEYS``) of its config against those of
 ``conf/task/<task>.yaml``. Such a run is not an LRA result and never sits in an LRA column.
 
-``label`` names a configuration by what differs from the reference configuration of its (model, task, variant):
-the paper preset's when one ran, else the one with the most runs.
+``spt_recipe`` tells the protocol: a run self-pretrained on its task's training inputs before the preset's training
+(``pretrain=spt``; Amos, Berant & Gupta, ICLR 2024) from one trained from scratch (LRA's protocol). The protocol
+is part of a configuration's identity (never pooled) and its choice is not a change to the preset: a paper preset
+run with ``pretrain=spt`` is that preset under SPT; a ``pretrain.*`` override is a change, as any other.
+
+``label`` names a configuration by what differs from the reference configuration of its (model, task, variant,
+protocol): the paper preset's when one ran, else the one with the most runs.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ NEUTRAL_GROUPS = ("trainer", "logger", "callbacks", "paths", "hydra", "sweep", "
 # keys of task.datamodule that say which data set a run read (another value: another data set, not the LRA task)
 DATA_KEYS = ("dirname", "hf_path", "resolution", "difficulty")
 LRA_CODE = "lra_code"  # the top-level switch to LRA's released code (its defects included): marked in the report
+PRETRAIN = "pretrain"  # the config group of self-pretraining (conf/pretrain/<recipe>.yaml); null: from scratch
+PROTOCOL = "protocol"  # result.json: "scratch" or "spt" (lra_bench.pretraining.stages); absent in older files: scratch
 
 
 def neutral(key: str) -> bool:
@@ -54,10 +61,28 @@ def override_key(override: str) -> str:
 
 def neutral_override(override: str) -> bool:
     """An override that leaves what is trained alone: the experiment itself, a neutral group choice
-    (``trainer=gpu``, ``hydra/launcher=...``) or a neutral key. ``lra_code=...`` counts too: such a run is still its
-    paper preset, in another row marked [LRA code] (``uses_lra_code``)."""
+    (``trainer=gpu``, ``hydra/launcher=...``) or a neutral key. ``lra_code=...`` and ``pretrain=<recipe>`` count too:
+    such a run is still its paper preset, in another row marked [LRA code] (``uses_lra_code``) or [SPT]
+    (``spt_recipe``); ``pretrain.<key>=...`` changes the recipe and is not neutral."""
     key = override_key(override)
-    return key in ("experiment", LRA_CODE) or key.split("/")[0] in NEUTRAL_GROUPS or neutral(key)
+    return key in ("experiment", LRA_CODE, PRETRAIN) or key.split("/")[0] in NEUTRAL_GROUPS or neutral(key)
+
+
+def _null(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none"))
+
+
+def spt_recipe(run: dict[str, Any]) -> str | None:
+    """The self-pretraining recipe of a run (``spt``, ``spt_s4``), None for a run trained from scratch. Read from
+    result.json (``protocol``, ``pretrain``), else the resolved config (``pretrain.name``: a W&B run), else the
+    ``pretrain=<recipe>`` override; a file with none of them (older than SPT) is from scratch."""
+    if run.get(PROTOCOL) == "scratch":
+        return None
+    recipe = run.get(PRETRAIN) if isinstance(run.get(PRETRAIN), str) else (run.get("config") or {}).get(f"{PRETRAIN}.name")
+    if recipe is None:
+        chosen = [o.split("=", 1)[1] for o in run.get("overrides") or [] if override_key(o) == PRETRAIN and "=" in o]
+        recipe = None if not chosen or _null(chosen[-1]) else chosen[-1]
+    return str(recipe) if recipe else ("spt" if run.get(PROTOCOL) == "spt" else None)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -111,12 +136,16 @@ def settings(run: dict[str, Any]) -> dict[str, Any]:
     """What a run trained, apart from its seed: its resolved config less the neutral keys, with its experiment;
     for a run without a stored config, its experiment and non-neutral command-line overrides."""
     if run.get("config") is not None:
-        found = {k: v for k, v in run["config"].items() if not neutral(k)}
+        # ``pretrain: null`` (a run from scratch since the group exists) is the same as no key (one from before)
+        found = {k: v for k, v in run["config"].items() if not neutral(k) and not (k == PRETRAIN and v is None)}
     else:
         found = {override_key(o): o.split("=", 1)[1] if "=" in o else None
                  for o in run.get("overrides") or [] if not neutral_override(o)}
     if run.get(LRA_CODE) is True:
         found[LRA_CODE] = True
+    recipe = spt_recipe(run)
+    if recipe is not None:  # the protocol, whatever the config kept: never the same configuration as from scratch
+        found[PROTOCOL] = f"spt:{recipe}"
     return {"experiment": run.get("experiment"), **found}
 
 
@@ -164,9 +193,12 @@ def task_variant(run: dict[str, Any]) -> str | None:
 # --- naming configurations by what differs ---------------------------------------------------------------------
 
 def _short(key: str, keys: set[str]) -> str:
-    """The last part of a dotted key, unless another differing key ends the same way."""
-    last = key.rsplit(".", 1)[-1]
-    return last if sum(k.rsplit(".", 1)[-1] == last for k in keys) == 1 else key
+    """The last part of a dotted key (``pretrain.`` kept: stage 1's setting is not stage 2's), unless another
+    differing key ends the same way."""
+    def tail(k: str) -> str:
+        return (f"{PRETRAIN}." if k.startswith(f"{PRETRAIN}.") else "") + k.rsplit(".", 1)[-1]
+
+    return tail(key) if sum(tail(k) == tail(key) for k in keys) == 1 else key
 
 
 def _value(v: Any) -> str:
@@ -179,13 +211,19 @@ def differences(mine: dict[str, Any], reference: dict[str, Any]) -> list[tuple[s
     return [(k, mine.get(k), reference.get(k)) for k in keys]
 
 
-def reference_identities(runs: list[dict[str, Any]], scale_of) -> dict[tuple[str, str, str | None], str]:
-    """Per (model, task, variant): the identity the others are named against (the paper preset's when one ran,
+def reference_group(run: dict[str, Any]) -> tuple[str, str, str | None, str | None]:
+    """(model, task, variant, SPT recipe): the runs one reference configuration names the others against. An SPT
+    run is named against the SPT runs of its preset, so that the recipe's own settings are not differences."""
+    return run["model"], run["task"], task_variant(run), spt_recipe(run)
+
+
+def reference_identities(runs: list[dict[str, Any]], scale_of) -> dict[tuple[str, str, str | None, str | None], str]:
+    """Per ``reference_group``: the identity the others are named against (the paper preset's when one ran,
     then the one with the most runs, then the first in sorted order)."""
     counts: dict[tuple, Counter] = defaultdict(Counter)
     preset: dict[tuple, Counter] = defaultdict(Counter)
     for r in runs:
-        group = (r["model"], r["task"], task_variant(r))
+        group = reference_group(r)
         counts[group][identity(r)] += 1
         if scale_of(r) == "paper preset":
             preset[group][identity(r)] += 1
@@ -193,9 +231,9 @@ def reference_identities(runs: list[dict[str, Any]], scale_of) -> dict[tuple[str
 
 
 def label(diffs: list[tuple[str, Any, Any]], most: int = 3) -> str:
-    """``lr=0.0005, n_layers=1`` (the first ``most`` differences, then '+k more'); the LRA-code switch has its
-    own marker and is left out."""
-    diffs = [d for d in diffs if d[0] != LRA_CODE]
+    """``lr=0.0005, n_layers=1`` (the first ``most`` differences, then '+k more'); the LRA-code switch and the
+    protocol have their own markers and are left out."""
+    diffs = [d for d in diffs if d[0] not in (LRA_CODE, PROTOCOL)]
     keys = {k for k, _, _ in diffs}
     shown = list(dict.fromkeys(f"{_short(k, keys)}={_value(v)}" for k, v, _ in diffs))
     text = ", ".join(shown[:most])
@@ -203,15 +241,18 @@ def label(diffs: list[tuple[str, Any, Any]], most: int = 3) -> str:
 
 
 def varying_keys(runs: list[dict[str, Any]]) -> list[str]:
-    """Config keys whose values differ between configurations of the same model and task (the data keys among
-    them): what, beside model and task, must group runs so that no group pools configurations."""
-    by_group: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    """Config keys whose values differ between configurations of the same model, task and protocol (the data keys
+    among them), and ``pretrain.name`` (the recipe; null from scratch) where runs of one model and task differ in
+    protocol: what, beside model and task, must group runs so that no group pools configurations."""
+    by_group: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    recipes: dict[tuple[str, str], set] = defaultdict(set)
     for r in runs:
         if r.get("config") is not None:
-            by_group[(r["model"], r["task"])].append(settings(r))
-    found: set[str] = set()
+            by_group[(r["model"], r["task"], spt_recipe(r))].append(settings(r))
+            recipes[(r["model"], r["task"])].add(spt_recipe(r))
+    found: set[str] = {f"{PRETRAIN}.name"} if any(len(s) > 1 for s in recipes.values()) else set()
     for configs in by_group.values():
-        for key in {k for c in configs for k in c} - {"experiment"}:
+        for key in {k for c in configs for k in c} - {"experiment", PROTOCOL}:
             if len({json.dumps(c.get(key), default=str) for c in configs}) > 1:
                 found.add(key)
     return sorted(found)

@@ -13,9 +13,10 @@ The report (created, or updated in place when the project already has one with t
    of the runs found when it was made (``--runs`` result.json files and the project's finished W&B runs, filtered
    by ``--sweep``, ``--experiment``, ``--glob``), then live panels over the finished runs grouped by task and model
    and by every config key that differs between those runs' configurations of one model and task
-   (``configurations.varying_keys``: the learning rate of an lr sweep, the data folder of a quick run): bar charts
-   of ``test/acc`` (mean ± std) and of ``diagnosis/at_chance`` (the fraction of seeds at chance), and the runs
-   table with those columns.
+   (``configurations.varying_keys``: the learning rate of an lr sweep, the data folder of a quick run, the SPT
+   recipe ``pretrain.name`` where runs from scratch and self-pretrained runs of one model and task both ran): bar
+   charts of ``test/acc`` (mean ± std) and of ``diagnosis/at_chance`` (the fraction of seeds at chance), and the
+   runs table with those columns.
 2. **Per task**: validation accuracy curves (``val/acc`` against ``trainer/global_step``, one colour per model,
    mean ± std over seeds), and test accuracy against training tokens/s (``perf/tokens_per_sec``) and against peak
    memory (``perf/peak_memory_mb``), one point per run.
@@ -23,8 +24,10 @@ The report (created, or updated in place when the project already has one with t
    (``lra_bench.reporting.wandb_tables``: one line per model) and its ``bench/speed_memory`` table.
 
 Training runs are selected by W&B job type (the harness sets it to the task name) and, with ``--group``, by
-group (a sweep); bench runs by job type ``bench``. ``spec_keys`` lists every metric, summary, config and run
-key each panel reads; the tests check them against a real offline run and a real bench output.
+group (a sweep); bench runs by job type ``bench``. Stage 1 of a self-pretrained run (job type ``pretrain``, no
+accuracy) is thus in no run set, as it is in no snapshot row: its run (stage 2) carries its figures. ``spec_keys``
+lists every metric, summary, config and run key each panel reads; the tests check them against a real offline run
+(a real SPT run too) and a real bench output.
 
 ``--dry-run`` needs no network: it writes the report's spec (the JSON ``save`` would send) with the run sets
 not yet bound to the project (binding looks up the project's internal id on the server). The W&B Avg column

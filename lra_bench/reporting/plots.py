@@ -1,8 +1,9 @@
 """The report's figures (PNG), each with the caption the report prints under it.
 
 Every figure says what it shows in its title: the accuracy figures the task variant (the LRA tasks' own data:
-runs on other data sets never reach them) and the scale of each row; the speed figure the device, batch and
-preset of the benchmark (or that speed comes from the runs).
+runs on other data sets never reach them), the scale and the protocol of each row (a self-pretrained row is
+labelled [SPT], its bars hatched); the speed figure the device, batch and preset of the benchmark (or that speed
+comes from the runs).
 
 1. ``accuracy_by_task.png``: test accuracy per task and LRA-table row (mean ± std over the seeds of one
    configuration), with Mega's and the Mega authors' Transformer's published points.
@@ -52,7 +53,7 @@ def accuracy_by_task(rows: list[dict[str, Any]], out: Path) -> Figure:
         xs = [k + i * width for k, t in enumerate(TASKS) if t in r]
         ys = [r[t].mean for t in TASKS if t in r]
         errs = [r[t].std for t in TASKS if t in r]
-        ax.bar(xs, ys, width, yerr=errs, label=_name(r), capsize=2)
+        ax.bar(xs, ys, width, yerr=errs, label=_name(r), capsize=2, hatch="//" if r.get("spt") else None)
     published = {p.name: p.scores for p in rows_for()}
     for name, marker in (("Mega", "*"), ("Transformer (Mega authors' reproduction)", "x")):
         pts = [(k + 0.4 - width / 2, v) for k, v in enumerate(published[name]) if v is not None]
@@ -60,8 +61,7 @@ def accuracy_by_task(rows: list[dict[str, Any]], out: Path) -> Figure:
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(TASKS))], [TASK_TITLES[t] for t in TASKS])
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    scales = " and ".join(sorted({r["scale"] for r in rows})) or "no runs"
-    title = f"LRA tasks, each on its own data (no quick variants); our rows: {scales}"
+    title = f"LRA tasks, each on its own data (no quick variants); our rows: {_scales(rows)}"
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.08))  # below: never over a bar
     drawn = tuple(ax.get_legend_handles_labels()[1])
@@ -72,7 +72,8 @@ def accuracy_by_task(rows: list[dict[str, Any]], out: Path) -> Figure:
     plt.close(fig)
     return Figure(path, title=title, drawn=drawn, caption="Test accuracy (%) of the best-validation checkpoint per LRA task (the task's own data; runs on "
                         "other data sets are not drawn), mean ± std over the seeds of one configuration (bars, labelled "
-                        "with their scale), with the published Mega and Transformer (Mega Table 2) points.")
+                        "with their scale; [SPT] and hatched: self-pretrained first), with the published Mega and "
+                        "Transformer (Mega Table 2) points.")
 
 
 # --- accuracy vs speed ---------------------------------------------------------------------------------------
@@ -105,6 +106,14 @@ def bench_length(bench: dict[str, Any] | None, models: set[str], length: int | N
 
 def _name(row: dict[str, Any]) -> str:
     return f"{row_name(row, bold=False)}, {row['scale']}"
+
+
+def _scales(rows: list[dict[str, Any]]) -> str:
+    """``paper preset and reduced``, then ``; from scratch and self-pretrained [SPT]`` when SPT rows are drawn."""
+    scales = " and ".join(sorted({r["scale"] for r in rows})) or "no runs"
+    if not any(r.get("spt") for r in rows):
+        return scales
+    return f"{scales}; {'from scratch and ' if any(not r.get('spt') for r in rows) else ''}self-pretrained [SPT]"
 
 
 def _names(rows: list[dict[str, Any]]) -> str:
@@ -184,8 +193,7 @@ def accuracy_vs_speed(rows: list[dict[str, Any]], bench: dict[str, Any] | None, 
     ax.margins(x=0.25, y=0.2)  # room for the largest markers and their labels
     ax.set_xlabel(data.xlabel)
     ax.set_ylabel(f"LRA score: mean test accuracy over {len(data.tasks)} task(s) (%)")
-    scales = " and ".join(sorted({r["scale"] for r in rows})) or "no runs"
-    title = f"LRA score (LRA tasks on their own data; {scales}) vs speed, marker area: memory\n{data.title}"
+    title = f"LRA score (LRA tasks on their own data; {_scales(rows)}) vs speed, marker area: memory\n{data.title}"
     ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

@@ -15,7 +15,10 @@ are the mean ± std (n) of test accuracy (best-validation checkpoint) over seeds
 more than ``--spread`` points or some seeds are at chance, and marked where the runs are at chance
 (``tables.py``). A run counts as "paper preset" when it used
 ``experiment=lra/<model>-<task>`` with no overrides beyond seeds, paths, loggers and devices; otherwise it is
-"reduced". The published numbers (``published.py``) are reference rows. Figures: ``plots.py``; HTML:
+"reduced". Runs self-pretrained first (``pretrain=spt``: result.json ``protocol: spt``) are another protocol: rows
+of their own marked [SPT] (a paper preset under SPT is still "paper preset"), their budget over both stages in the
+runs table; stage 1's own result.json (``<run>/pretrain/``) is part of its run, not a run. The published numbers
+(``published.py``, the SPT paper's among them) are reference rows. Figures: ``plots.py``; HTML:
 ``html.py``. With ``--push`` the tables and plots also go to a W&B run (job_type report). Fully offline otherwise.
 """
 
@@ -26,6 +29,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lra_bench.reporting.configurations import spt_recipe
 from lra_bench.reporting.html import markdown_to_html
 from lra_bench.reporting.plots import figures
 from lra_bench.reporting.runs import (TASKS, add_filter_arguments, bench_results, local_runs, merge, pick_bench, scale_of,
@@ -46,9 +50,9 @@ def build(runs: list[dict[str, Any]], bench_root: Path, out: Path, spread: float
     bench = pick_bench(bench_results(bench_root) if bench_root.is_dir() else [])
     figs = figures(rows, bench, out, plot_length)
     md = ["# lra_bench report", "",
-          f"{len(runs)} runs. Test accuracy (%) of the best-validation checkpoint, mean ± std (n) over the seeds of one "
-          "configuration; 'paper preset' = experiment=lra/<model>-<task> as published, 'reduced' = smaller models, "
-          "data or budgets. Avg (6) over all six tasks; Avg (5) over the five before Path-X, the average the LRA "
+          f"{len(runs)} runs{spt_note(runs)}. Test accuracy (%) of the best-validation checkpoint, mean ± std (n) over the "
+          "seeds of one configuration; 'paper preset' = experiment=lra/<model>-<task> as published, 'reduced' = smaller "
+          "models, data or budgets. Avg (6) over all six tasks; Avg (5) over the five before Path-X, the average the LRA "
           "papers print when Path-X failed (✗). Published rows show their Avg exactly as their paper prints it.", "",
           "## LRA accuracy", "", lra_table(rows), "", flags_legend(spread), ""]
     named = configurations_list(rows + others)
@@ -70,6 +74,16 @@ def build(runs: list[dict[str, Any]], bench_root: Path, out: Path, spread: float
             "captions": {f.path.stem: f.caption for f in figs}}
 
 
+def spt_note(runs: list[dict[str, Any]]) -> str:
+    """`` (2 self-pretrained first, [SPT] rows; their 2 stage-1 results are part of them, not runs)``, or ''."""
+    spt = sum(spt_recipe(r) is not None for r in runs)
+    if not spt:
+        return ""
+    folded = sum("stage_one" in r for r in runs)
+    return (f" ({spt} self-pretrained first: [SPT] rows; their {folded} stage-1 result(s) in `<run>/pretrain/` are "
+            "part of them, not runs)")
+
+
 def push(result: dict[str, Any], project: str, group: str | None) -> None:
     import wandb
 
@@ -79,9 +93,9 @@ def push(result: dict[str, Any], project: str, group: str | None) -> None:
     if note:
         log.warning(note)
     run = wandb.init(project=project, group=group, job_type="report", name="lra-report", mode=mode)
-    columns = ["row", "model", "scale", *TASKS, "avg"]
-    data = [[row_name(r, bold=False), r["model"], r["scale"], *[r[t].mean if t in r else None for t in TASKS], r["avg"]]
-            for r in result["rows"]]
+    columns = ["row", "model", "scale", "protocol", *TASKS, "avg"]
+    data = [[row_name(r, bold=False), r["model"], r["scale"], "spt" if r["spt"] else "scratch",
+             *[r[t].mean if t in r else None for t in TASKS], r["avg"]] for r in result["rows"]]
     run.log({"report/lra_table": wandb.Table(columns=columns, data=data),
              **{f"report/{p.stem}": wandb.Image(str(p), caption=result["captions"].get(p.stem)) for p in result["images"]}})
     run.finish()

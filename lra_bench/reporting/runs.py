@@ -4,8 +4,10 @@ A run is a dict with at least ``model``, ``task``, ``seed`` and ``test/acc`` (te
 best-validation checkpoint, a fraction), as ``lra_bench.train`` writes it, plus ``source`` (its folder or W&B
 path), ``config`` (its resolved config, flattened; None when its folder keeps none) and ``wandb_id``. A file that
 cannot be reported (not a JSON object, no model or task name, an accuracy outside [0, 1]) is skipped with one
-warning naming it and why. ``scale_of`` tells paper-preset runs from reduced ones; ``at_chance`` reads the run's
-chance diagnosis (``lra_bench.training.diagnosis``); ``select`` applies the report's filters.
+warning naming it and why. Stage 1 of a self-pretrained run (``<run>/pretrain/result.json``, ``stage: pretrain``; a
+W&B run of job type ``pretrain``) is part of its run, never a run of its own: its figures are in the run's
+``pretrain/*`` and ``budget/*`` keys. ``scale_of`` tells paper-preset runs from reduced ones; ``at_chance`` reads
+the run's chance diagnosis (``lra_bench.training.diagnosis``); ``select`` applies the report's filters.
 """
 
 from __future__ import annotations
@@ -89,11 +91,15 @@ def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return (None, why) if why else (run, None)
 
 
+STAGE_ONE = "pretrain"  # result.json ``stage`` and W&B job type of stage 1 of an SPT run (lra_bench.pretraining)
+
+
 def local_runs(root: Path) -> list[dict[str, Any]]:
     """Every ``result.json`` below ``root`` (set-aside attempts in ``previous-*`` folders excluded), with its run
     folder's resolved config (``configurations.stored_config``) and W&B id; a file that cannot be reported is
-    skipped with one warning naming it and why."""
-    runs = []
+    skipped with one warning naming it and why. A stage-1 result (``stage: pretrain``) is folded into its run
+    (``stage_one``: its folder) or, when the run has not finished, passed over with an info line."""
+    runs, stage_one = [], {}
     for path in sorted(Path(root).rglob("result.json")):
         if path.parent.name.startswith("previous-"):
             continue
@@ -102,25 +108,38 @@ def local_runs(root: Path) -> list[dict[str, Any]]:
             log.warning("skipping %s: %s", path, why)
             continue
         folder = path.parent
+        if run.get("stage") == STAGE_ONE:
+            stage_one[str(folder.parent)] = str(folder)
+            continue
         config, config_file = stored_config(folder)
         wandb_id = folder / "wandb_id.txt"
         runs.append(run | {"source": str(folder), "config": config, "config_file": config_file,
                            "wandb_id": wandb_id.read_text().strip() if wandb_id.is_file() else None})
+    for run in runs:
+        if run["source"] in stage_one:
+            run["stage_one"] = stage_one.pop(run["source"])
+    for folder in stage_one.values():
+        log.info("not a run: %s is stage 1 (self-pretraining) of a run that has not finished", folder)
     return runs
 
 
-SUMMARY_KEYS = ("test/acc", "val/acc_best", "perf/tokens_per_sec", "perf/peak_memory_mb", "data/val_majority_rate")
+SUMMARY_KEYS = ("test/acc", "val/acc_best", "perf/tokens_per_sec", "perf/peak_memory_mb", "data/val_majority_rate",
+                "global_step", "train/tokens_seen", "pretrain/steps", "pretrain/tokens_seen", "budget/total_steps",
+                "budget/total_tokens")
 
 
 def wandb_runs(path: str, group: str | None) -> list[dict[str, Any]]:
     """Finished runs of a W&B project (needs the network and credentials), as result.json-like dicts with their
-    resolved run config; a run that cannot be reported (``problem``) is skipped with a warning naming it."""
+    resolved run config; a run that cannot be reported (``problem``) is skipped with a warning naming it, stage 1
+    of an SPT run (job type ``pretrain``: no accuracy, part of its run) without one."""
     import wandb
 
     api = wandb.Api(timeout=20)
     filters = {"state": "finished"} | ({"group": group} if group else {})
     out = []
     for r in api.runs(path, filters=filters):
+        if getattr(r, "job_type", None) == STAGE_ONE:
+            continue
         cfg, summ = dict(r.config), r.summary
         model, task = (cfg.get("model") or {}).get("name"), (cfg.get("task") or {}).get("name")
         if not model or not task or "test/acc" not in summ:

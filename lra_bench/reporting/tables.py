@@ -4,10 +4,12 @@ the efficiency table, the runs.
 A cell holds the seeds of one configuration (``configurations``: same model, task and data, experiment and resolved
 settings apart from the seed): the test accuracies (%) of its runs, shown as mean ± std (n) and the number of
 configurations it holds (one, by construction; counted, not assumed). Runs that differ otherwise are other rows,
-named by what differs from the reference configuration of their model and task. Runs on another data set of a task
-(the quick short ListOps) are never in an LRA column: they have their own table. A cell is flagged when its seeds
-disagree (max - min > ``spread`` points), when some seeds are at chance and others are not, when two runs share a
-seed, and marked when every run in it is at chance (``runs.at_chance``: the run's chance diagnosis).
+named by what differs from the reference configuration of their model and task. Runs self-pretrained first
+(``pretrain=spt``) are another protocol: their own rows, marked [SPT], never pooled with runs from scratch. Runs on
+another data set of a task (the quick short ListOps) are never in an LRA column: they have their own table. A cell
+is flagged when its seeds disagree (max - min > ``spread`` points), when some seeds are at chance and others are
+not, when two runs share a seed, and marked when every run in it is at chance (``runs.at_chance``: the run's chance
+diagnosis).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import statistics
 from collections import defaultdict
 from typing import Any, NamedTuple
 
-from lra_bench.reporting.configurations import (LRA_CODE, differences, identity, label, reference_identities, settings,
-                                                task_variant, uses_lra_code)
+from lra_bench.reporting.configurations import (LRA_CODE, PROTOCOL, differences, identity, label, reference_group,
+                                                reference_identities, settings, spt_recipe, task_variant, uses_lra_code)
 from lra_bench.reporting.published import FAIL, five_task_avg, rows_for
 from lra_bench.reporting.runs import TASK_TITLES, TASKS, at_chance, number, scale_of
 
 SPREAD = 5.0  # points of test accuracy between a cell's best and worst seed above which the cell is flagged
 LRA_CODE_MARK = "[LRA code]"
+SPT_MARK = "[SPT]"  # self-pretrained on the task's training inputs first (pretrain=spt); [SPT: <recipe>] for another recipe
 
 
 class Cell(NamedTuple):
@@ -59,19 +62,20 @@ def _cell(runs: list[dict[str, Any]], spread: float) -> tuple[Cell, list[str], i
 
 
 def _row_key(run: dict[str, Any], references: dict) -> tuple[tuple, list[tuple[str, Any, Any]]]:
-    """(what puts a run in a row, its differences from its reference): model, scale, the LRA-code switch and the
-    exact differing settings (values, not their shortened text)."""
-    reference = json.loads(references[(run["model"], run["task"], task_variant(run))])
+    """(what puts a run in a row, its differences from its reference): model, the SPT recipe ('' from scratch),
+    scale, the LRA-code switch and the exact differing settings (values, not their shortened text)."""
+    reference = json.loads(references[reference_group(run)])
     diffs = differences(settings(run), reference)
-    exact = tuple((k, json.dumps(v, default=str)) for k, v, _ in diffs if k != LRA_CODE)
-    return (run["model"], scale_of(run), uses_lra_code(run), exact), diffs
+    exact = tuple((k, json.dumps(v, default=str)) for k, v, _ in diffs if k not in (LRA_CODE, PROTOCOL))
+    return (run["model"], spt_recipe(run) or "", scale_of(run), uses_lra_code(run), exact), diffs
 
 
 def table_rows(runs: list[dict[str, Any]], spread: float = SPREAD) -> list[dict[str, Any]]:
-    """The LRA table: runs on the LRA tasks' own data, one row per (model, scale, LRA code, settings that differ
-    from the reference); per task a ``Cell`` of test accuracy (%), ``flags``, ``configs`` (configurations in the
+    """The LRA table: runs on the LRA tasks' own data, one row per (model, protocol, scale, LRA code, settings that
+    differ from the reference); per task a ``Cell`` of test accuracy (%), ``flags``, ``configs`` (configurations in the
     cell) and ``runs``; ``avg`` over the six tasks (None unless all six ran), ``avg5`` over the five before Path-X;
-    ``label`` (what differs, short) and ``differences`` per task (key, value, the reference's value)."""
+    ``label`` (what differs, short), ``spt`` (the SPT recipe, None from scratch) and ``differences`` per task (key,
+    value, the reference's value)."""
     scored = [r for r in runs if number(r, "test/acc") is not None]
     references = reference_identities(scored, scale_of)
     grouped: dict[tuple, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -82,11 +86,12 @@ def table_rows(runs: list[dict[str, Any]], spread: float = SPREAD) -> list[dict[
             grouped[key][r["task"]].append(r)
             diffs_of[key][r["task"]] = diffs
     rows = []
-    for key, by_task in sorted(grouped.items(), key=lambda kv: (kv[0][:3], len(kv[0][3]), kv[0][3])):
-        model, scale, lra_code, _ = key
+    for key, by_task in sorted(grouped.items(), key=lambda kv: (kv[0][:4], len(kv[0][4]), kv[0][4])):
+        model, recipe, scale, lra_code, _ = key
         first = next(iter(diffs_of[key].values()))
-        row: dict[str, Any] = {"model": model, "scale": scale, "lra_code": lra_code, "label": label(first),
-                               "differences": diffs_of[key], "flags": {}, "configs": {}, "runs": dict(by_task)}
+        row: dict[str, Any] = {"model": model, "scale": scale, "lra_code": lra_code, "spt": recipe or None,
+                               "label": label(first), "differences": diffs_of[key], "flags": {}, "configs": {},
+                               "runs": dict(by_task)}
         for t in TASKS:
             if by_task.get(t):
                 row[t], row["flags"][t], row["configs"][t] = _cell(by_task[t], spread)
@@ -110,18 +115,26 @@ def variant_rows(runs: list[dict[str, Any]], spread: float = SPREAD) -> list[dic
             grouped[(r["task"], variant or "", *key)].append(r)
             diffs_of[(r["task"], variant or "", *key)] = diffs
     rows = []
-    for key, members in sorted(grouped.items(), key=lambda kv: kv[0][:5]):
-        task, variant, model, scale, lra_code, _ = key
+    for key, members in sorted(grouped.items(), key=lambda kv: kv[0][:6]):
+        task, variant, model, recipe, scale, lra_code, _ = key
         cell, flags, configs = _cell(members, spread)
         rows.append({"model": model, "task": task, "variant": variant, "scale": scale, "lra_code": lra_code,
+                     "spt": recipe or None,
                      "label": label(diffs_of[key]), "cell": cell, "flags": flags, "configs": configs, "runs": {task: members}})
     return rows
 
 
+def spt_mark(recipe: str | None) -> str:
+    """``[SPT]`` for the paper's recipe (``pretrain=spt``), ``[SPT: spt_s4]`` for another, '' from scratch."""
+    return "" if not recipe else SPT_MARK if recipe == "spt" else f"[SPT: {recipe}]"
+
+
 def row_name(row: dict[str, Any], bold: bool = True) -> str:
-    """``**mega** (lr=0.0005) [LRA code]``: the model, what differs from its reference, the LRA-code marker."""
+    """``**mega** (lr=0.0005) [LRA code]``, ``**transformer** [SPT]``: the model, what differs from its reference,
+    the LRA-code and protocol markers."""
     name = f"**{row['model']}**" if bold else row["model"]
-    return name + (f" ({row['label']})" if row["label"] else "") + (f" {LRA_CODE_MARK}" if row["lra_code"] else "")
+    marks = [m for m in (LRA_CODE_MARK if row["lra_code"] else "", spt_mark(row.get("spt"))) if m]
+    return name + (f" ({row['label']})" if row["label"] else "") + "".join(f" {m}" for m in marks)
 
 
 def fmt_cell(cell: Cell | None, flags: list[str] | None = None, configs: int = 1) -> str:
@@ -165,7 +178,7 @@ def configurations_list(rows: list[dict[str, Any]]) -> str:
     lines = []
     for r in rows:
         for task, diffs in (r.get("differences") or {}).items():
-            shown = [f"`{k}` = {v!r} (reference {ref!r})" for k, v, ref in diffs if k != LRA_CODE]
+            shown = [f"`{k}` = {v!r} (reference {ref!r})" for k, v, ref in diffs if k not in (LRA_CODE, PROTOCOL)]
             if shown:
                 lines.append(f"- {row_name(r)}, {TASK_TITLES.get(task, task)}: " + "; ".join(shown))
     return "\n".join(lines)
@@ -179,7 +192,10 @@ def flags_legend(spread: float) -> str:
             f"Usual fixes for runs at chance: a lower learning rate, a longer warmup, another seed. Each cell holds one "
             f"configuration (\"· 1 config\"); a row named `model (key=value, …)` differs from that model's reference "
             f"configuration (its paper preset, else its most-run one) in those settings; {LRA_CODE_MARK} marks runs made "
-            f"with LRA's released code (`{LRA_CODE}=true`: its defects included, to reproduce LRA Table 1).")
+            f"with LRA's released code (`{LRA_CODE}=true`: its defects included, to reproduce LRA Table 1); {SPT_MARK} "
+            f"marks runs self-pretrained on the task's own training inputs before the preset's training (`pretrain=spt`, "
+            f"Amos et al., ICLR 2024; `[SPT: <recipe>]` for another recipe): another protocol, never pooled with runs "
+            f"from scratch, and named against the SPT runs of its preset (published SPT rows say so in their name).")
 
 
 def efficiency_table(bench: dict[str, Any]) -> str:
@@ -205,16 +221,46 @@ def diagnosis_of(run: dict[str, Any]) -> str:
     return "⚠ at chance (val acc at the majority rate)" if at_chance(run) else "–"
 
 
+def _count(v: float | None) -> str:
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def protocol_of(run: dict[str, Any]) -> str:
+    """``scratch``, or ``SPT (spt, masked)``: the recipe and its stage-1 objective."""
+    recipe = spt_recipe(run)
+    if recipe is None:
+        return "scratch"
+    objective = run.get("pretrain/objective")
+    return f"SPT ({recipe}{', ' + objective if isinstance(objective, str) else ''})"
+
+
+def budget_of(run: dict[str, Any]) -> str:
+    """Optimizer steps and training tokens of the whole run: ``2 + 20 = 22 steps · 1,536 + 15,360 = 16,896 tokens``
+    for an SPT run (stage 1 + stage 2 = both, from its ``pretrain/*`` and ``budget/*`` keys), ``20 steps · 15,360
+    tokens`` for a run from scratch; '–' where result.json says nothing (files older than the count)."""
+    steps, tokens = number(run, "global_step"), number(run, "train/tokens_seen")
+    spt = spt_recipe(run) is not None
+    if spt and number(run, "budget/total_steps") is not None:
+        return (f"{_count(number(run, 'pretrain/steps'))} + {_count(steps)} = {_count(number(run, 'budget/total_steps'))} "
+                f"steps · {_count(number(run, 'pretrain/tokens_seen'))} + {_count(tokens)} = "
+                f"{_count(number(run, 'budget/total_tokens'))} tokens")
+    if steps is None and tokens is None:
+        return "–"
+    return ("stage 2 only: " if spt else "") + f"{_count(steps)} steps · {_count(tokens)} tokens"
+
+
 def runs_table(runs: list[dict[str, Any]], rows: list[dict[str, Any]] = ()) -> str:
-    """Every run, with the row (configuration) it is counted in."""
+    """Every run, with the row (configuration) it is counted in, its protocol and its budget (both stages' for an
+    SPT run)."""
     placed = {id(run): (row_name(row, bold=False) + ("" if task_variant(run) is None else f", {row['variant']}"))
               for row in rows for members in row["runs"].values() for run in members}
-    lines = ["| model | task | seed | scale | row | val acc | test acc | tokens/s | diagnosis | source |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(runs, key=lambda r: (r["task"], r["model"], str(r.get("seed")))):
+    lines = ["| model | task | seed | scale | row | protocol | val acc | test acc | budget (SPT: stage 1 + stage 2 = both) "
+             "| tokens/s | diagnosis | source |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r["task"], r["model"], spt_recipe(r) or "", str(r.get("seed")))):
         val, test, tps = number(r, "val/acc_best"), number(r, "test/acc"), number(r, "perf/tokens_per_sec")
         shown = [f"{100 * val:.2f}" if val is not None else "–", f"{100 * test:.2f}" if test is not None else "–",
-                 f"{tps:,.0f}" if tps is not None else "–"]
-        lines.append(f"| {r['model']} | {r['task']} | {r.get('seed')} | {scale_of(r)} | {placed.get(id(r), '–')} | " + " | ".join(shown)
-                     + f" | {diagnosis_of(r)} | `{r['source']}` |")
+                 budget_of(r), f"{tps:,.0f}" if tps is not None else "–"]
+        lines.append(f"| {r['model']} | {r['task']} | {r.get('seed')} | {scale_of(r)} | {placed.get(id(r), '–')} | "
+                     f"{protocol_of(r)} | " + " | ".join(shown) + f" | {diagnosis_of(r)} | `{r['source']}` |")
     return "\n".join(lines)
