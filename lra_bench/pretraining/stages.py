@@ -47,11 +47,13 @@ def check_pretrain_options(cfg: DictConfig) -> None:
         if not ok:
             raise ConfigError(f"pretrain.{key}={OmegaConf.select(p, key, default=None)!r}: {rule}")
 
-    if task_name(cfg) not in (p.get("by_task") or {}):
+    try:  # the recipe's values interpolate pretrain.by_task.<task>: a task without a recipe fails here
+        OmegaConf.to_container(p, resolve=True)
+    except Exception as e:  # noqa: BLE001 - an interpolation error, whatever OmegaConf calls it
         raise ConfigError(f"pretrain={p.get('name')}: no recipe for task {task_name(cfg)!r} (pretrain.by_task has "
                           f"{', '.join(p.get('by_task') or {})}); add pretrain.by_task.{task_name(cfg)} or set "
-                          "pretrain.mask_rate, max_epochs, optimizer.lr, optimizer.weight_decay and scheduler.warmup_steps")
-    is_count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
+                          "pretrain.mask_rate, max_epochs, optimizer.lr, optimizer.weight_decay and scheduler.warmup_steps") from e
+    is_count = lambda v: is_int(v) and v >= 1  # noqa: E731
     steps, epochs = p.get("max_steps"), p.get("max_epochs")
     need(steps is None or is_count(steps), "max_steps", "must be null (pretrain.max_epochs decides) or an integer >= 1")
     need(steps is not None or p.get("budget_fraction") is not None or is_count(epochs), "max_epochs",
@@ -60,19 +62,19 @@ def check_pretrain_options(cfg: DictConfig) -> None:
     need(batch is None or is_count(batch), "batch_size", "must be null (the task's) or an integer >= 1")
     fraction = p.get("budget_fraction")
     if fraction is not None:
-        need(isinstance(fraction, (int, float)) and 0 < fraction < 1, "budget_fraction",
+        need(is_number(fraction) and 0 < fraction < 1, "budget_fraction",
              "must be null or a number in (0, 1): stage 1's share of trainer.max_steps")
         need(steps is None, "max_steps", "must be null with pretrain.budget_fraction (stage 1's steps are its share)")
         total = OmegaConf.select(cfg, "trainer.max_steps", default=None)
-        if not (isinstance(total, int) and total >= 2 and 1 <= stage_one_steps(total, fraction) < total):
+        if not (is_int(total) and total >= 2 and 1 <= stage_one_steps(total, fraction) < total):
             raise ConfigError(f"pretrain.budget_fraction={fraction}: trainer.max_steps={total!r} must be the budget of both "
                               "stages in optimizer steps (an integer >= 2, with trainer.max_epochs=-1), enough for each "
                               "stage to take at least one")
     need(p.get("objective") in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}")
     rate = p.get("mask_rate")
-    need(isinstance(rate, (int, float)) and 0 < rate < 1, "mask_rate", "must be a number in (0, 1)")
+    need(is_number(rate) and 0 < rate < 1, "mask_rate", "must be a number in (0, 1)")
     lr = OmegaConf.select(p, "optimizer.lr", default=None)
-    need(isinstance(lr, (int, float)) and 0 < lr < float("inf"), "optimizer.lr", "must be a number > 0 and finite")
+    need(is_number(lr) and lr > 0, "optimizer.lr", "must be a number > 0 and finite")
     # stage 1's own optimizer, schedule and clipping, held to the rules the run's are (training/options.py)
     wd = OmegaConf.select(p, "optimizer.weight_decay", default=None)
     need(wd is None or (is_number(wd) and wd >= 0), "optimizer.weight_decay", "must be a number >= 0 and finite")
