@@ -135,7 +135,8 @@ SPT_TASKS = {
 }
 
 
-@pytest.mark.parametrize("task", list(SPT_TASKS))
+# ListOps in make test; the pixel and pair tasks (their inputs readers) in make test-slow
+@pytest.mark.parametrize("task", [pytest.param(t, marks=() if t == "listops" else pytest.mark.slow) for t in SPT_TASKS])
 def test_stage_one_trains_on_the_training_inputs_only_never_a_label_or_a_held_out_row(
         task: str, run_config, all_tasks_root: Path, tmp_path: Path, stage_one_traps) -> None:
     leaks, batches = stage_one_traps
