@@ -478,10 +478,18 @@ def main(cfg: DictConfig) -> float:
         log.error("job failed: %s: %s", type(e).__name__, e)
         return float("nan")
     if "preempted" in result:
-        if multirun:
-            return float("nan")
-        sys.exit(128 + result["preempted"])
+        if multirun and not jobs_share_this_process():
+            return float("nan")  # a scheduler's job (SLURM): only this job was signalled, it is requeued
+        sys.exit(128 + result["preempted"])  # SIGTERM/Ctrl-C to a local sweep stops it (a rerun resumes this job)
     return float(result.get(cfg.get("optimized_metric", "val/acc_best"), float("nan")))
+
+
+def jobs_share_this_process() -> bool:
+    """A local multirun (Hydra's basic launcher) runs every job in this process: a signal to it is meant for the
+    whole sweep, so a job it preempted stops the sweep instead of letting the next job start."""
+    hc = hydra_runtime()
+    target = str(OmegaConf.select(hc, "launcher._target_", default="")) if hc is not None else ""
+    return target.endswith("BasicLauncher")
 
 
 def check_experiment_names(argv: list[str]) -> None:

@@ -258,3 +258,20 @@ def test_only_a_run_its_time_limit_cut_goes_on_and_only_with_more_time() -> None
     assert continues_after_time_limit(cut, "00:00:20:00") and continues_after_time_limit(cut, None)
     assert not continues_after_time_limit(cut, "00:00:09:00") and not continues_after_time_limit(cut, "00:00:05:00")
     assert not continues_after_time_limit({"stop_reason": "max_epochs", "max_time_s": 540.0}, None)
+
+
+@pytest.mark.slow
+def test_a_signal_to_a_local_sweep_stops_it_and_the_same_command_resumes(listops_root: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (or Ctrl-C) reaches the whole local sweep: the job it hit saves its checkpoint and the sweep exits 143
+    instead of starting the next job (before, each signal only skipped to the next one); rerun, the job resumes."""
+    monkeypatch.setenv("LRA_BENCH_FAULT", f"train_batch@2:SIGTERM:{tmp_path / 'fired'}")
+    first = multirun(["seed=1,2", "logger=csv"], listops_root, tmp_path, tmp_path / "wb", "signalled")
+    assert first.returncode == 143, first.stderr[-2000:]
+    jobs = sorted((tmp_path / "multiruns" / "signalled").glob("*seed=*"))
+    assert [j.name.split("seed=")[1][:1] for j in jobs] == ["1"]  # the second job never started
+    assert (jobs[0] / "checkpoints" / "preempted.ckpt").is_file() and not (jobs[0] / "result.json").exists()
+    second = multirun(["seed=1,2", "logger=csv"], listops_root, tmp_path, tmp_path / "wb", "signalled")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resuming from" in second.stdout + second.stderr
+    assert len(list((tmp_path / "multiruns" / "signalled").glob("*/result.json"))) == 2
