@@ -343,7 +343,11 @@ def _train_in(cfg: DictConfig, out_dir: Path, pretraining: bool = False) -> dict
     remove_stale_temp_files(out_dir)
     if cfg.get("pretrain") and not pretraining:
         stage_two = stages.stage_two_config(cfg)  # its W&B run in stage 1's group, its share of a budget_fraction
-        if cfg.train:
+        settled = finished_result(out_dir / stages.STAGE_DIR) if stages.stage_two_started(out_dir) else None
+        if settled is not None:
+            log.info("stage 1 is settled (stage 2 started from its encoder at step %s): it is not trained further",
+                     settled.get("global_step"))
+        elif cfg.train:
             try:  # stage 1 runs (or resumes, or is found finished) in <run>/pretrain before stage 2 starts
                 first = _train_in(stages.stage_one_config(cfg), out_dir / stages.STAGE_DIR, pretraining=True)
             except BaseException as e:

@@ -210,6 +210,15 @@ def start_from_encoder(net: torch.nn.Module, path: Path) -> dict[str, Any]:
     return meta
 
 
+def stage_two_started(run_dir: Path) -> bool:
+    """Whether stage 2 has begun from stage 1's encoder (a checkpoint or a result of its own in ``run_dir``): stage 1
+    is then settled as it is, even when a longer ``trainer.max_time`` would let a time-cut stage 1 go on (its new
+    encoder would reach no one, and the budget would count steps stage 2 never started from)."""
+    run_dir = Path(run_dir)
+    return (any((run_dir / "checkpoints").glob("*.ckpt")) or (run_dir / "result.json").is_file()
+            or (run_dir / "result-cut-by-max_time.json").is_file())
+
+
 def budget(run_dir: Path, finetune: dict[str, Any]) -> dict[str, Any]:
     """Stage 2's result gets stage 1's recipe and figures and the run's budget over both stages (optimizer steps,
     training tokens, wall time): ``pretrain/*`` and ``budget/*`` keys, flat for the W&B summary and the report."""
@@ -224,6 +233,7 @@ def budget(run_dir: Path, finetune: dict[str, Any]) -> dict[str, Any]:
         "pretrain/steps": first.get("global_step"),
         "pretrain/tokens_seen": first.get("train/tokens_seen"),
         "pretrain/wall_time_s": first.get("wall_time_s"),
+        "pretrain/stop_reason": first.get("stop_reason"),  # max_time: stage 1 was cut short by its time limit
     }
 
     def total(a: Any, b: Any) -> Any:

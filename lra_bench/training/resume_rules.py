@@ -9,7 +9,8 @@ each setting that differs from the command falls under one rule, and the start-u
   read at the resumed step), and every other training setting (validation and checkpoint intervals, clipping,
   precision, ``on_nonfinite``, ...): they are read from the command, as in any run.
 - **refused**, the run stops with one line naming the keys: what the checkpoint's weights and data position mean
-  (``model.*``, ``task.*`` but its loader workers, ``seed``, ``trainer.accumulate_grad_batches``). Start over
+  (``model.*``, ``task.*`` but its loader workers, ``seed``, ``trainer.accumulate_grad_batches``, and ``pretrain``:
+  a from-scratch checkpoint resumed under ``pretrain=spt`` would be reported as self-pretrained, and the reverse). Start over
   (``rerun=true``) or train a new run from these weights elsewhere.
 - **not compared**: where things go and how they are shown (``paths.*``, ``logger.*``, ``callbacks.*``, ``note``,
   ``run_name``, ``sweep_name``, ``rerun``, ``ckpt_path``, ``train``, ``test``, ``task.datamodule.num_workers``; the data's location,
@@ -22,7 +23,7 @@ from typing import Any
 
 from lra_bench.errors import ConfigError
 
-REFUSED = ("model.", "task.", "seed", "trainer.accumulate_grad_batches")
+REFUSED = ("model.", "task.", "seed", "trainer.accumulate_grad_batches", "pretrain")
 NOT_COMPARED = ("paths.", "logger.", "callbacks.", "hydra.", "note", "run_name", "sweep_name", "rerun", "ckpt_path", "train",
                 "test", "task.datamodule.num_workers", "optimized_metric",
                 # where the data lies: what it is, is the run's data identity (training/data_identity.py, by content)
