@@ -174,7 +174,7 @@ def run(cfg: DictConfig, earlier_attempt: bool = False, pretraining: bool = Fals
     task_data = getattr(datamodule, "task_data", datamodule)
     data_identity.check(out_dir, task_data, continuing=ckpt_path is not None)
     if cfg.get("pretrain") and not pretraining and cfg.train and ckpt_path is None:
-        stages.start_from_encoder(module.net, out_dir / stages.STAGE_DIR / stages.ENCODER)
+        stages.start_from_encoder(module.net, out_dir / stages.STAGE_DIR / stages.ENCODER, module.hparams.run_config)
     for logger in trainer.loggers:
         logger.log_hyperparams(module.hparams.run_config)
         define_summary_metrics(logger)
@@ -270,6 +270,7 @@ def finish_pretraining(cfg: DictConfig, module: Any, trainer: pl.Trainer, out_di
         **{f"perf/{k}": v for k, v in (speed.summary() if speed else {}).items()},
     }
     meta = {k: result[k] for k in ("task", "model", "seed", "objective", "mask_rate", "global_step")}
+    meta["run_config"] = module.hparams.run_config  # stage 2 checks it ran the same model, task, seed and recipe
     stages.save_encoder(out_dir / stages.ENCODER, module.net.encoder_state(), meta)
     text = json.dumps(result, indent=2, default=str).encode()
     atomic_write(out_dir / "result.json", lambda f: f.write(text))

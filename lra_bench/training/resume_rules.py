@@ -51,15 +51,20 @@ def differences(saved: dict[str, Any], command: dict[str, Any]) -> dict[str, tup
     return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
 
 
+def refused_differences(saved: dict[str, Any], command: dict[str, Any]) -> str:
+    """The differences that change what saved weights mean (``REFUSED`` keys), as one phrase; "" when none."""
+    refused = {k: v for k, v in differences(saved, command).items() if _matches(k, REFUSED)}
+    return ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in refused.items())
+
+
 def resume_rule_line(ckpt: str, step: int, saved: dict[str, Any] | None, command: dict[str, Any]) -> str:
     """The start-up line for a resume from ``ckpt``; raises ConfigError naming the keys that cannot apply."""
     if saved is None:
         return (f"resume settings: {ckpt} records no run config (written by an older lra_bench): the command's settings "
                 f"apply from step {step}, unchecked")
     diff = differences(saved, command)
-    refused = {k: v for k, v in diff.items() if _matches(k, REFUSED)}
-    if refused:
-        listed = ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in refused.items())
+    listed = refused_differences(saved, command)
+    if listed:
         raise ConfigError(f"cannot resume {ckpt} with other {listed}: they define what its weights and data position "
                           "mean. Use the checkpoint's values, or start over with rerun=true")
     if not diff:
