@@ -174,7 +174,7 @@ def run(cfg: DictConfig, earlier_attempt: bool = False, pretraining: bool = Fals
     task_data = getattr(datamodule, "task_data", datamodule)
     data_identity.check(out_dir, task_data, continuing=ckpt_path is not None)
     if cfg.get("pretrain") and not pretraining and cfg.train and ckpt_path is None:
-        stages.start_from_encoder(module.net, out_dir / stages.STAGE_DIR / stages.ENCODER)
+        stages.start_from_encoder(module.net, out_dir / stages.STAGE_DIR / stages.ENCODER, module.hparams.run_config)
     for logger in trainer.loggers:
         logger.log_hyperparams(module.hparams.run_config)
         define_summary_metrics(logger)
@@ -270,6 +270,7 @@ def finish_pretraining(cfg: DictConfig, module: Any, trainer: pl.Trainer, out_di
         **{f"perf/{k}": v for k, v in (speed.summary() if speed else {}).items()},
     }
     meta = {k: result[k] for k in ("task", "model", "seed", "objective", "mask_rate", "global_step")}
+    meta["run_config"] = module.hparams.run_config  # stage 2 checks it ran the same model, task, seed and recipe
     stages.save_encoder(out_dir / stages.ENCODER, module.net.encoder_state(), meta)
     text = json.dumps(result, indent=2, default=str).encode()
     atomic_write(out_dir / "result.json", lambda f: f.write(text))
@@ -343,7 +344,11 @@ def _train_in(cfg: DictConfig, out_dir: Path, pretraining: bool = False) -> dict
     remove_stale_temp_files(out_dir)
     if cfg.get("pretrain") and not pretraining:
         stage_two = stages.stage_two_config(cfg)  # its W&B run in stage 1's group, its share of a budget_fraction
-        if cfg.train:
+        settled = finished_result(out_dir / stages.STAGE_DIR) if stages.stage_two_started(out_dir) else None
+        if settled is not None:
+            log.info("stage 1 is settled (stage 2 started from its encoder at step %s): it is not trained further",
+                     settled.get("global_step"))
+        elif cfg.train:
             try:  # stage 1 runs (or resumes, or is found finished) in <run>/pretrain before stage 2 starts
                 first = _train_in(stages.stage_one_config(cfg), out_dir / stages.STAGE_DIR, pretraining=True)
             except BaseException as e:

@@ -24,6 +24,7 @@ from lra_bench.models.options.rules import is_int, is_number
 from lra_bench.pretraining.objectives import OBJECTIVES
 from lra_bench.training.checkpoint_io import atomic_write
 from lra_bench.training.optim import DECAYS
+from lra_bench.training.resume_rules import refused_differences
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,11 @@ def check_pretrain_options(cfg: DictConfig) -> None:
              "must be null or a number in (0, 1): stage 1's share of trainer.max_steps")
         need(steps is None, "max_steps", "must be null with pretrain.budget_fraction (stage 1's steps are its share)")
         total = OmegaConf.select(cfg, "trainer.max_steps", default=None)
-        if not (is_int(total) and total >= 2 and 1 <= stage_one_steps(total, fraction) < total):
-            raise ConfigError(f"pretrain.budget_fraction={fraction}: trainer.max_steps={total!r} must be the budget of both "
+        epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+        # a max_epochs would stop stage 2 (and the run from scratch it is compared with) before its share of steps
+        if not (is_int(total) and total >= 2 and 1 <= stage_one_steps(total, fraction) < total) or epochs not in (-1, None):
+            raise ConfigError(f"pretrain.budget_fraction={fraction}: trainer.max_steps={total!r} (trainer.max_epochs="
+                              f"{epochs!r}) must be the budget of both "
                               "stages in optimizer steps (an integer >= 2, with trainer.max_epochs=-1), enough for each "
                               "stage to take at least one")
     need(p.get("objective") in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}")
@@ -85,6 +89,9 @@ def check_pretrain_options(cfg: DictConfig) -> None:
     clip = p.get("gradient_clip_val")
     need(clip is None or (is_number(clip) and clip >= 0), "gradient_clip_val",
          "must be null or a number >= 0 (0 or null: no clipping; Lightning ignores a negative one)")
+    if not cfg.get("train", True):
+        raise ConfigError(f"pretrain={p.get('name')} with train=false: neither stage would train, and the test would score "
+                          "untrained weights as a self-pretrained run; drop pretrain (or set train=true)")
     if cfg.get("lra_code"):
         raise ConfigError("pretrain=spt with lra_code=true: LRA's released code never self-pretrains (and pads every "
                           "row to the task length); run SPT with lra_code=false")
@@ -189,10 +196,17 @@ def load_encoder(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return saved["state_dict"], saved["meta"]
 
 
-def start_from_encoder(net: torch.nn.Module, path: Path) -> dict[str, Any]:
+def start_from_encoder(net: torch.nn.Module, path: Path, run_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load the pretrained embedding and backbone into stage 2's classifier (its head stays new); every encoder
-    weight must fit, and every classifier weight but the head's must come from it."""
+    weight must fit, and every classifier weight but the head's must come from it. ``run_config``: stage 2's, held
+    against the one stage 1 recorded: a run folder reused with another model, task, seed or recipe (``paths.output_dir``
+    given, a preset edited) would otherwise fine-tune a stale encoder whose weights fit."""
     state, meta = load_encoder(path)
+    saved = meta.get("run_config")
+    listed = refused_differences(saved, run_config) if saved is not None and run_config is not None else ""
+    if listed:
+        raise ConfigError(f"{path} was pretrained with other {listed}; rerun with rerun=true to pretrain again, or use "
+                          "the values stage 1 ran with")
     own = net.state_dict()
     missing = [k for k in own if k not in state and not k.startswith("head.")]
     unexpected = [k for k in state if k not in own]
@@ -207,7 +221,16 @@ def start_from_encoder(net: torch.nn.Module, path: Path) -> dict[str, Any]:
     net.load_state_dict(state, strict=False)
     log.info("stage 2 starts from the pretrained encoder %s (stage 1: %s steps, objective %s)", path,
              meta.get("global_step"), meta.get("objective"))
-    return meta
+    return {k: v for k, v in meta.items() if k != "run_config"}
+
+
+def stage_two_started(run_dir: Path) -> bool:
+    """Whether stage 2 has begun from stage 1's encoder (a checkpoint or a result of its own in ``run_dir``): stage 1
+    is then settled as it is, even when a longer ``trainer.max_time`` would let a time-cut stage 1 go on (its new
+    encoder would reach no one, and the budget would count steps stage 2 never started from)."""
+    run_dir = Path(run_dir)
+    return (any((run_dir / "checkpoints").glob("*.ckpt")) or (run_dir / "result.json").is_file()
+            or (run_dir / "result-cut-by-max_time.json").is_file())
 
 
 def budget(run_dir: Path, finetune: dict[str, Any]) -> dict[str, Any]:
@@ -224,6 +247,7 @@ def budget(run_dir: Path, finetune: dict[str, Any]) -> dict[str, Any]:
         "pretrain/steps": first.get("global_step"),
         "pretrain/tokens_seen": first.get("train/tokens_seen"),
         "pretrain/wall_time_s": first.get("wall_time_s"),
+        "pretrain/stop_reason": first.get("stop_reason"),  # max_time: stage 1 was cut short by its time limit
     }
 
     def total(a: Any, b: Any) -> Any:

@@ -9,7 +9,8 @@ each setting that differs from the command falls under one rule, and the start-u
   read at the resumed step), and every other training setting (validation and checkpoint intervals, clipping,
   precision, ``on_nonfinite``, ...): they are read from the command, as in any run.
 - **refused**, the run stops with one line naming the keys: what the checkpoint's weights and data position mean
-  (``model.*``, ``task.*`` but its loader workers, ``seed``, ``trainer.accumulate_grad_batches``). Start over
+  (``model.*``, ``task.*`` but its loader workers, ``seed``, ``trainer.accumulate_grad_batches``, and ``pretrain``:
+  a from-scratch checkpoint resumed under ``pretrain=spt`` would be reported as self-pretrained, and the reverse). Start over
   (``rerun=true``) or train a new run from these weights elsewhere.
 - **not compared**: where things go and how they are shown (``paths.*``, ``logger.*``, ``callbacks.*``, ``note``,
   ``run_name``, ``sweep_name``, ``rerun``, ``ckpt_path``, ``train``, ``test``, ``task.datamodule.num_workers``; the data's location,
@@ -22,7 +23,7 @@ from typing import Any
 
 from lra_bench.errors import ConfigError
 
-REFUSED = ("model.", "task.", "seed", "trainer.accumulate_grad_batches")
+REFUSED = ("model.", "task.", "seed", "trainer.accumulate_grad_batches", "pretrain")
 NOT_COMPARED = ("paths.", "logger.", "callbacks.", "hydra.", "note", "run_name", "sweep_name", "rerun", "ckpt_path", "train",
                 "test", "task.datamodule.num_workers", "optimized_metric",
                 # where the data lies: what it is, is the run's data identity (training/data_identity.py, by content)
@@ -50,15 +51,20 @@ def differences(saved: dict[str, Any], command: dict[str, Any]) -> dict[str, tup
     return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
 
 
+def refused_differences(saved: dict[str, Any], command: dict[str, Any]) -> str:
+    """The differences that change what saved weights mean (``REFUSED`` keys), as one phrase; "" when none."""
+    refused = {k: v for k, v in differences(saved, command).items() if _matches(k, REFUSED)}
+    return ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in refused.items())
+
+
 def resume_rule_line(ckpt: str, step: int, saved: dict[str, Any] | None, command: dict[str, Any]) -> str:
     """The start-up line for a resume from ``ckpt``; raises ConfigError naming the keys that cannot apply."""
     if saved is None:
         return (f"resume settings: {ckpt} records no run config (written by an older lra_bench): the command's settings "
                 f"apply from step {step}, unchecked")
     diff = differences(saved, command)
-    refused = {k: v for k, v in diff.items() if _matches(k, REFUSED)}
-    if refused:
-        listed = ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in refused.items())
+    listed = refused_differences(saved, command)
+    if listed:
         raise ConfigError(f"cannot resume {ckpt} with other {listed}: they define what its weights and data position "
                           "mean. Use the checkpoint's values, or start over with rerun=true")
     if not diff:
