@@ -24,12 +24,16 @@ backbone would read the answer at t + 1 and is refused.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from lra_bench.errors import ConfigError
 from lra_bench.models.classifier import SequenceClassifier, stack_pair
 from lra_bench.models.embedding import TokenEmbedding
+
+log = logging.getLogger(__name__)
 
 OBJECTIVES = ("auto", "masked", "causal")
 PIXEL_LEVELS = 256  # pixel tasks predict the 8-bit intensity
@@ -72,6 +76,10 @@ def resolve_objective(objective: str, backbone: nn.Module, d_model: int) -> str:
     causal = is_causal(backbone, d_model)
     if objective == "auto":
         return "causal" if causal else "masked"
+    if objective == "masked" and causal:
+        log.warning("pretrain.objective=masked on %s, a causal backbone: a masked position sees its left context only "
+                    "(the paper pretrains causal models with the causal objective: pretrain.objective=auto)",
+                    type(backbone).__name__)
     if objective == "causal" and not causal:
         raise ConfigError(f"pretrain.objective=causal: {type(backbone).__name__} is bidirectional (its output at t sees "
                           "t + 1, the token to predict); use pretrain.objective=masked (or auto), or a causal backbone")
