@@ -96,7 +96,7 @@ def stage_one_config(cfg: DictConfig) -> DictConfig:
             wandb.name = f"{wandb.name}:pretrain"
             wandb.job_type = "pretrain"
             wandb.group = wandb_group(cfg)
-            wandb.tags = [*wandb.tags, "spt", "pretrain"]
+            wandb.tags = with_tags(wandb.tags, "spt", "pretrain")
             wandb.id = None
     return stage
 
@@ -107,8 +107,13 @@ def stage_two_config(cfg: DictConfig) -> DictConfig:
     if wandb is not None and cfg.get("pretrain"):
         with open_dict(cfg):
             wandb.group = wandb_group(cfg)
-            wandb.tags = [*wandb.tags, "spt"]
+            wandb.tags = with_tags(wandb.tags, "spt")
     return cfg
+
+
+def with_tags(tags: Any, *extra: str) -> list[str]:
+    """``tags`` and ``extra`` in order, each once (stage 1's config is derived from stage 2's, already tagged)."""
+    return list(dict.fromkeys([*(tags or []), *extra]))
 
 
 def wandb_group(cfg: DictConfig) -> str:
