@@ -4,10 +4,10 @@
   once for both stages, the chance diagnosis in stage 2 only, the budget's step and token counts against the
   sampler's order counted by hand; a rerun of the finished run skips both stages, ``rerun=true`` sets stage 1 aside
   too and pretrains again (each on a copy of the run folder).
-- (slow) Exact resume: runs killed by a real signal in stage 1 (mid-epoch, SIGKILL and SIGTERM; after ``encoder.pt``,
-  before stage 1's ``result.json``) and in stage 2 (mid-epoch), rerun with the same command, end as the uninterrupted
-  run: both ``result.json`` files, the pretrained encoder's tensors, stage 2's final weights and both CSV logs.
-- (slow) Every built-in model and a user's own (examples/lra_example) self-pretrains a few steps and fine-tunes.
+- Exact resume: runs killed (SIGKILL) in stage 1 (mid-epoch; after ``encoder.pt``, before stage 1's ``result.json``)
+  and in stage 2 (mid-epoch), rerun with the same command, end as the uninterrupted run: both ``result.json`` files,
+  the pretrained encoder's tensors, stage 2's final weights and both CSV logs.
+- Every built-in model and a user's own (examples/lra_example) self-pretrains a few steps and fine-tunes.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from lra_bench.training.diagnosis import ChanceDiagnosis
 from tests.conftest import TINY_RUN, compose_config
 from tests.test_resume import forked, rows, run_folder
 from tests.wandb_records import read_run
+
+pytestmark = pytest.mark.slow  # every test here trains both stages for real (the W&B run alone takes ~12 s)
 
 # stage 1: 3 steps of 16 rows; stage 2: one epoch of the 96 training rows at 16 (6 steps), validated at its end
 TINY_SPT = [*TINY_RUN, "pretrain=spt", "pretrain.max_steps=3", "pretrain.batch_size=16",
@@ -136,7 +138,7 @@ def test_each_stage_is_a_wandb_run_of_its_own_in_one_group(spt_run: dict) -> Non
 def test_both_stages_read_one_data_cache_built_once(spt_run: dict) -> None:
     builds = [m for m in spt_run["messages"] if m.startswith(("building the listops cache", "building a new listops cache"))]
     assert len(builds) == 1, builds
-    assert [p.name.split("-")[0] for p in spt_run["cache"].iterdir()] == ["listops"]
+    assert [p.name.split("-")[0] for p in spt_run["cache"].iterdir() if p.is_dir()] == ["listops"]
 
 
 def test_the_chance_diagnosis_runs_in_stage_two_only(spt_run: dict) -> None:
@@ -192,7 +194,6 @@ KILL_RUN = ["experiment=quick", "model=transformer", "logger=csv", "~callbacks.p
 # case -> (LRA_BENCH_FAULT, the stage the kill left unfinished); faults fire once, at the first stage that gets there
 KILLS = {
     "stage1_mid_epoch-SIGKILL": ("train_batch@5:SIGKILL", 1),
-    "stage1_mid_epoch-SIGTERM": ("train_batch@5:SIGTERM", 1),  # preempted: stage 1's checkpoint, exit 143
     "stage1_encoder_written-SIGKILL": ("result_write:SIGKILL", 1),  # encoder.pt written, stage 1's result.json not
     "stage2_mid_epoch-SIGKILL": ("train_batch@10:SIGKILL", 2),  # past stage 1's 8 steps: only stage 2 gets there
 }
@@ -206,10 +207,6 @@ def outcome(result_json: Path) -> dict:
     if "best_checkpoint" in kept:
         kept["best_checkpoint"] = Path(result["best_checkpoint"]).name
     return kept
-
-
-def tensors(path: Path, key: str) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)[key]
 
 
 @pytest.fixture(scope="module")
@@ -240,13 +237,12 @@ def kills(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "after_kill": after_kill, "rerun": dict(zip(KILLS, reruns))}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", list(KILLS))
 def test_a_spt_run_killed_in_either_stage_reruns_to_the_uninterrupted_run(case: str, kills: dict) -> None:
     root, reference = kills["root"], kills["reference"]
     killed_log, rerun_log = (root / f"{case}-killed.log").read_text(), (root / f"{case}-rerun.log").read_text()
     assert (root / f"{case}.fired").exists(), f"the fault never fired: {killed_log[-2000:]}"
-    assert kills["killed"][case] in ((-9,) if case.endswith("SIGKILL") else (143,)), killed_log[-3000:]
+    assert kills["killed"][case] == -9, killed_log[-3000:]
     assert kills["rerun"][case] == 0, rerun_log[-3000:]
     stage = KILLS[case][1]
     state = kills["after_kill"][case]
@@ -258,16 +254,19 @@ def test_a_spt_run_killed_in_either_stage_reruns_to_the_uninterrupted_run(case: 
     assert f"resuming from {resumed / 'checkpoints'}/" in rerun_log, rerun_log[-3000:]
     assert outcome(folder / "result.json") == outcome(reference / "result.json")
     assert outcome(folder / "pretrain" / "result.json") == outcome(reference / "pretrain" / "result.json")
-    got, expected = (tensors(f / "pretrain" / "encoder.pt", "state_dict") for f in (folder, reference))
+    got, expected = (torch.load(f / "pretrain" / "encoder.pt", weights_only=True)["state_dict"] for f in (folder, reference))
     assert got.keys() == expected.keys()
     assert [k for k in got if not torch.equal(got[k], expected[k])] == []
-    got, expected = (tensors(f / "checkpoints" / "last.ckpt", "state_dict") for f in (folder, reference))
+    # stage 2's final weights: periodic.ckpt holds step 12 in both (an uninterrupted run's last.ckpt stays at its
+    # step-6 epoch end when max_steps ends the next epoch; a resumed run's is rewritten at 12: Lightning's bookkeeping)
+    final = [torch.load(f / "checkpoints" / "periodic.ckpt", map_location="cpu", weights_only=False) for f in (folder, reference)]
+    assert [c["global_step"] for c in final] == [12, 12]
+    got, expected = (c["state_dict"] for c in final)
     assert [k for k in got if not torch.equal(got[k], expected[k])] == []
     for sub in (stages.STAGE_DIR, "."):
         assert rows(folder / sub) == rows(reference / sub), f"{sub}/csv/metrics.csv differs"
 
 
-@pytest.mark.slow
 def test_the_kill_reference_pretrains_8_steps_then_fine_tunes_12(kills: dict) -> None:
     """What the cases count on: stage 1 stops at step 8 (so train_batch@10 is stage 2's), stage 2 at 12."""
     reference = kills["reference"]
@@ -296,7 +295,6 @@ def tiny_spt_config(model: str, data: Path, out: Path) -> DictConfig:
     return compose_config([*overrides, *length_overrides(cfg, 64), *quick_overrides(cfg)])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("model", [*available("model"), OWN_MODEL[0]])
 def test_every_model_self_pretrains_and_fine_tunes(model: str, listops_root: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
