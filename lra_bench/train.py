@@ -234,13 +234,7 @@ def run(cfg: DictConfig, earlier_attempt: bool = False, pretraining: bool = Fals
         result["train/nonfinite_skipped"] = guard.skipped
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2, default=str).encode()
-
-    def write_result(f) -> None:
-        f.write(text)
-        fault_point("result_write", trainer.global_step)
-
-    atomic_write(out_dir / "result.json", write_result)  # a finished run is marked whole or not at all
+    write_result(out_dir, result, trainer.global_step)
     summarise_in_wandb(trainer, result)
     print_summary(result, out_dir)
     return result
@@ -269,16 +263,21 @@ def finish_pretraining(cfg: DictConfig, module: Any, trainer: pl.Trainer, out_di
     }
     meta = {k: result[k] for k in ("task", "model", "seed", "objective", "mask_rate", "global_step")}
     stages.save_encoder(out_dir / stages.ENCODER, module.net.encoder_state(), meta)
-    text = json.dumps(result, indent=2, default=str).encode()
-
-    def write_result(f) -> None:
-        f.write(text)
-        fault_point("result_write", trainer.global_step)  # encoder.pt is in place, stage 1's result.json is not
-
-    atomic_write(out_dir / "result.json", write_result)
+    write_result(out_dir, result, trainer.global_step)  # the encoder is in place before stage 1 is marked done
     summarise_in_wandb(trainer, result)
     print_summary(result, out_dir)
     return result
+
+
+def write_result(out_dir: Path, result: dict[str, Any], step: int) -> None:
+    """``result.json``, the mark that a run (or stage 1) finished: written whole or not at all."""
+    text = json.dumps(result, indent=2, default=str).encode()
+
+    def write(f) -> None:
+        f.write(text)
+        fault_point("result_write", step)
+
+    atomic_write(out_dir / "result.json", write)
 
 
 def summarise_in_wandb(trainer: pl.Trainer, result: dict[str, Any]) -> None:
