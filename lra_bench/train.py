@@ -235,13 +235,7 @@ def run(cfg: DictConfig, earlier_attempt: bool = False, pretraining: bool = Fals
         result["train/nonfinite_skipped"] = guard.skipped
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2, default=str).encode()
-
-    def write_result(f) -> None:
-        f.write(text)
-        fault_point("result_write", trainer.global_step)
-
-    atomic_write(out_dir / "result.json", write_result)  # a finished run is marked whole or not at all
+    write_result(out_dir, result, trainer.global_step)
     summarise_in_wandb(trainer, result)
     print_summary(result, out_dir)
     return result
@@ -250,7 +244,6 @@ def run(cfg: DictConfig, earlier_attempt: bool = False, pretraining: bool = Fals
 def finish_pretraining(cfg: DictConfig, module: Any, trainer: pl.Trainer, out_dir: Path, started: float) -> dict[str, Any]:
     """Stage 1's end: the pretrained encoder, then its ``result.json`` (the mark that stage 1 is done)."""
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
-    loss = trainer.callback_metrics.get("train/loss")
     result: dict[str, Any] = {
         "task": cfg.task.name,
         "model": cfg.model.name,
@@ -262,7 +255,7 @@ def finish_pretraining(cfg: DictConfig, module: Any, trainer: pl.Trainer, out_di
         "objective": module.net.objective,
         "mask_rate": module.net.mask_rate if module.net.objective == "masked" else None,
         **run_identity(cfg),
-        "pretrain/loss": float(loss) if loss is not None else float("nan"),
+        "pretrain/loss": module.final_loss(),  # kept in checkpoints: a rerun with no step left still has it
         "global_step": trainer.global_step,
         "train/tokens_seen": module.tokens_seen_total(),
         **stopping.stop_reason(trainer, fitted=True),
@@ -272,11 +265,21 @@ def finish_pretraining(cfg: DictConfig, module: Any, trainer: pl.Trainer, out_di
     meta = {k: result[k] for k in ("task", "model", "seed", "objective", "mask_rate", "global_step")}
     meta["run_config"] = module.hparams.run_config  # stage 2 checks it ran the same model, task, seed and recipe
     stages.save_encoder(out_dir / stages.ENCODER, module.net.encoder_state(), meta)
-    text = json.dumps(result, indent=2, default=str).encode()
-    atomic_write(out_dir / "result.json", lambda f: f.write(text))
+    write_result(out_dir, result, trainer.global_step)  # the encoder is in place before stage 1 is marked done
     summarise_in_wandb(trainer, result)
     print_summary(result, out_dir)
     return result
+
+
+def write_result(out_dir: Path, result: dict[str, Any], step: int) -> None:
+    """``result.json``, the mark that a run (or stage 1) finished: written whole or not at all."""
+    text = json.dumps(result, indent=2, default=str).encode()
+
+    def write(f) -> None:
+        f.write(text)
+        fault_point("result_write", step)
+
+    atomic_write(out_dir / "result.json", write)
 
 
 def summarise_in_wandb(trainer: pl.Trainer, result: dict[str, Any]) -> None:

@@ -27,3 +27,18 @@ class PretrainModule(LRAModule):
         loss = F.cross_entropy(logits.float(), targets)
         self.metrics["train_acc"].update(logits.detach(), targets)
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # stage 1's result reports the last step's loss: a rerun that resumes the final checkpoint (killed after
+        # fitting, before result.json) has no step left to log it
+        checkpoint["lra_pretrain_last_loss"] = None if self.last_loss is None else float(self.last_loss)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        loss = checkpoint.get("lra_pretrain_last_loss")
+        self.last_loss = None if loss is None else torch.tensor(loss)
+
+    def final_loss(self) -> float:
+        """The last training step's loss (NaN before any step)."""
+        return float("nan") if self.last_loss is None else float(self.last_loss)

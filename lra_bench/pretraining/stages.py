@@ -138,7 +138,7 @@ def stage_one_config(cfg: DictConfig) -> DictConfig:
             wandb.name = f"{wandb.name}:pretrain"
             wandb.job_type = "pretrain"
             wandb.group = wandb_group(cfg)
-            wandb.tags = [*wandb.tags, "spt", "pretrain"]
+            wandb.tags = with_tags(wandb.tags, "spt", "pretrain")
             wandb.id = None
     return stage
 
@@ -154,7 +154,7 @@ def stage_two_config(cfg: DictConfig) -> DictConfig:
         wandb = (cfg.get("logger") or {}).get("wandb")
         if wandb is not None:
             wandb.group = wandb_group(cfg)
-            wandb.tags = [*wandb.tags, "spt"]
+            wandb.tags = with_tags(wandb.tags, "spt")
         fraction = cfg.pretrain.get("budget_fraction")
         if fraction is not None:  # split here once: each stage's own config then checks as any other
             total = int(cfg.trainer.max_steps)
@@ -162,6 +162,11 @@ def stage_two_config(cfg: DictConfig) -> DictConfig:
             cfg.trainer.max_steps = total - cfg.pretrain.max_steps
             cfg.pretrain.budget_fraction = None
     return cfg
+
+
+def with_tags(tags: Any, *extra: str) -> list[str]:
+    """``tags`` and ``extra`` in order, each once (stage 1's config is derived from stage 2's, already tagged)."""
+    return list(dict.fromkeys([*(tags or []), *extra]))
 
 
 def wandb_group(cfg: DictConfig) -> str:

@@ -8,7 +8,8 @@ The phases (each one line where it happens; the kill-matrix test in tests/test_r
 ``train_batch`` (before a training batch), ``validation`` (before a validation batch while fitting), ``epoch_end``
 (after a training epoch, before its end-of-epoch checkpoints), ``checkpoint_write`` (a checkpoint's bytes written,
 not yet renamed into place), ``after_fit`` (fit returned, test not started), ``test`` (before a test batch),
-``result_write`` (result.json's bytes written, not yet renamed into place).
+``result_write`` (result.json's bytes written, not yet renamed into place). A ``pretrain=spt`` run passes them in
+stage 1 first (``after_fit``: before its ``encoder.pt``; ``result_write``: after it), then in stage 2.
 """
 
 from __future__ import annotations
