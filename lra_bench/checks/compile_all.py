@@ -21,7 +21,8 @@ never takes the others (``--timeout`` seconds each, its process group killed). E
 Per model: ``ok``, ``refused`` (listed in ``NOT_COMPILABLE``: the one-line reason ``compile=true`` prints),
 ``failed`` (the exception's first line) or ``timeout``; ``compile_s``, the wall time of the first compiled eval
 forward plus the first compiled training step (compilation dominates: the steps themselves take milliseconds);
-the graph breaks and graphs Dynamo counted; the relative difference. Prints a table, writes the JSON report
+``wall_s`` and ``cpu_s``, the worker process's wall and CPU seconds, its C++ compilers included (on a shared
+machine, niced, the wall time can be many times the CPU time: compare CPU seconds across runs); the graph breaks and graphs Dynamo counted; the relative difference. Prints a table, writes the JSON report
 (``--out``: torch version, machine, load average), exits 1 when a model failed or timed out.
 """
 
@@ -31,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -99,6 +101,7 @@ def run_one(model: str, backend: str, timeout: float, cache_dir: Path) -> dict[s
     """``check_one`` in a fresh process with ``cache_dir`` as its inductor cache; a timeout or a crash is recorded."""
     cmd = [sys.executable, "-m", "lra_bench.checks.compile_all", "--worker", model, "--backend", backend]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir)}
+    cpu_before = children_cpu_s()
     started = time.perf_counter()
     # Its own session: inductor's compile workers are its children, and a timeout kills them all.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -110,13 +113,20 @@ def run_one(model: str, backend: str, timeout: float, cache_dir: Path) -> dict[s
         proc.communicate()
         return {"model": model, "backend": backend, "status": TIMEOUT, "reason": f"over {timeout:g} s",
                 "wall_s": round(time.perf_counter() - started, 1)}
-    wall = {"wall_s": round(time.perf_counter() - started, 1)}
+    wall = {"wall_s": round(time.perf_counter() - started, 1), "cpu_s": round(children_cpu_s() - cpu_before, 1)}
     lines = out.strip().splitlines()
     if proc.returncode or not lines:
         last = [line.strip() for line in err.splitlines() if line.strip()][-1:] or [""]
         return {"model": model, "backend": backend, "status": FAILED,
                 "reason": f"process exited with status {proc.returncode}: {last[0][:200]}", **wall}
     return {**json.loads(lines[-1]), **wall}
+
+
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's finished children and what they reaped (the C++ compilers of
+    inductor's workers): on a shared machine the wall time says how long it took, this what compiling cost."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def machine() -> dict[str, Any]:
@@ -127,11 +137,13 @@ def machine() -> dict[str, Any]:
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
-    head = f"{'model':<20} {'status':<8} {'compile s':>9} {'breaks':>6} {'graphs':>6} {'rel diff':>9}  reason"
+    head = (f"{'model':<20} {'status':<8} {'compile s':>9} {'CPU s':>7} {'breaks':>6} {'graphs':>6} {'rel diff':>9}"
+            "  reason")
     rows = [head, "-" * len(head)]
     for r in results:
         diff = f"{r['rel_diff']:.1e}" if "rel_diff" in r else "-"
-        rows.append(f"{r['model']:<20} {r['status']:<8} {r.get('compile_s', '-'):>9} {r.get('graph_breaks', '-'):>6} "
+        rows.append(f"{r['model']:<20} {r['status']:<8} {r.get('compile_s', '-'):>9} {r.get('cpu_s', '-'):>7} "
+                    f"{r.get('graph_breaks', '-'):>6} "
                     f"{r.get('graphs', '-'):>6} {diff:>9}  {r['reason']}")
     return "\n".join(rows)
 
@@ -165,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for model in ns.models:
             results.append(run_one(model, ns.backend, ns.timeout, Path(caches) / model))
             r = results[-1]
-            print(f"{model}: {r['status']} {r.get('compile_s', '')} {r['reason']}".rstrip(), flush=True)
+            print(f"{model}: {r['status']}, compile {r.get('compile_s', '-')} s, wall {r['wall_s']} s, "
+                  f"CPU {r.get('cpu_s', '-')} s {r['reason']}".rstrip(), flush=True)
     report = {"backend": ns.backend, "tolerance": TOLERANCE, "length": LENGTH,
               "machine": {**before, "load_average_after": machine()["load_average"]}, "models": results}
     print(f"\ncompile_all, backend {ns.backend}, torch {before['torch']}, {before['cpu_count']} CPUs "
