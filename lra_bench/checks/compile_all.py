@@ -149,7 +149,8 @@ def table(results: Sequence[dict[str, Any]]) -> str:
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    from lra_bench.config import available
+    from lra_bench.config import builtin_models
+    from lra_bench.errors import ConfigError
 
     ap = argparse.ArgumentParser(prog="python -m lra_bench.checks.compile_all", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="all", help="comma-separated built-in models (default all)")
@@ -158,11 +159,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--out", default="reports/compile_all.json", help="the JSON report")
     ap.add_argument("--worker", metavar="MODEL", help=argparse.SUPPRESS)  # one model in this process, JSON on stdout
     ns = ap.parse_args(list(argv))
-    valid = available("model")
-    ns.models = valid if ns.models == "all" else [m.strip() for m in ns.models.split(",") if m.strip()]
-    unknown = [m for m in ns.models if m not in valid]
-    if unknown:
-        ap.error(f"--models: unknown {', '.join(unknown)}; built-in models: {', '.join(valid)}")
+    try:
+        ns.models = builtin_models(ns.models)
+    except ConfigError as e:
+        ap.error(str(e))
     return ns
 
 
