@@ -73,3 +73,4 @@ def test_compile_all_records_a_compiler_failure_in_one_line_and_a_refusal_with_i
 def test_compile_all_records_a_model_over_its_timeout(tmp_path) -> None:
     result = compile_all.run_one("s4d", "aot_eager", timeout=0.01, cache_dir=tmp_path)
     assert result["status"] == compile_all.TIMEOUT and result["reason"] == "over 0.01 s"
+    assert result["wall_s"] >= 0 and result["cpu_s"] >= 0

@@ -111,9 +111,10 @@ def run_one(model: str, backend: str, timeout: float, cache_dir: Path) -> dict[s
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        return {"model": model, "backend": backend, "status": TIMEOUT, "reason": f"over {timeout:g} s",
-                "wall_s": round(time.perf_counter() - started, 1)}
+        out, err = "", None
     wall = {"wall_s": round(time.perf_counter() - started, 1), "cpu_s": round(children_cpu_s() - cpu_before, 1)}
+    if err is None:
+        return {"model": model, "backend": backend, "status": TIMEOUT, "reason": f"over {timeout:g} s", **wall}
     lines = out.strip().splitlines()
     if proc.returncode or not lines:
         last = [line.strip() for line in err.splitlines() if line.strip()][-1:] or [""]
