@@ -123,6 +123,17 @@ def available(group: str, searchpath: Sequence[str] | None = None) -> list[str]:
     return sorted(set(_options(repo, group)))
 
 
+def builtin_models(spec: str) -> list[str]:
+    """``all`` or a comma-separated list of built-in model names (a ``--models`` option), as a list; ``ConfigError``
+    naming the unknown ones and the valid names."""
+    valid = available("model")
+    models = valid if spec == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in models if m not in valid]
+    if unknown:
+        raise ConfigError(f"--models: unknown {', '.join(unknown)}; built-in models: {', '.join(valid)}")
+    return models
+
+
 def search_path_note(searchpath: Sequence[str] = ()) -> str:
     """Where names were looked up, for error messages: the extra entries, and those Hydra cannot read."""
     sources = config_repository(searchpath).get_sources()[2:-1]  # past hydra's and ours, before the schema

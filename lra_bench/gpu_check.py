@@ -456,7 +456,8 @@ SECTIONS = ("step", "train", "kernels", "ddp", "bench")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    from lra_bench.config import available
+    from lra_bench.config import builtin_models
+    from lra_bench.errors import ConfigError
 
     ap = argparse.ArgumentParser(prog="python -m lra_bench.gpu_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
@@ -465,11 +466,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
     ap.add_argument("--out", default="reports/gpu_check.json", help="the JSON report")
     ns = ap.parse_args(list(argv))
-    valid = available("model")
-    ns.models = valid if ns.models == "all" else [m.strip() for m in ns.models.split(",") if m.strip()]
-    unknown = [m for m in ns.models if m not in valid]
-    if unknown:
-        ap.error(f"--models: unknown {', '.join(unknown)}; built-in models: {', '.join(valid)}")
+    try:
+        ns.models = builtin_models(ns.models)
+    except ConfigError as e:
+        ap.error(str(e))
     ns.only = [s.strip() for s in ns.only.split(",") if s.strip()]
     if set(ns.only) - set(SECTIONS):
         ap.error(f"--only={','.join(ns.only)}: sections are {', '.join(SECTIONS)}")
