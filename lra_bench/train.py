@@ -57,6 +57,8 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # Mid-epoch resume is exact here: ResumableRandomSampler + the ResumeState callback skip the consumed batches.
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    # SPT's stage 1 has no validation loader by design (it reads the training inputs only)
+    warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`.*")
 
 
 def pin_threads(cfg: DictConfig) -> None:
