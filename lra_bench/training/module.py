@@ -73,8 +73,8 @@ class LRAModule(pl.LightningModule):
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
-        if self.tokens_seen is not None:
-            self.tokens_seen += count_tokens(batch)
+        if self.tokens_seen is not None:  # a batch without lengths (not the harness's Batch) makes the count unknown
+            self.tokens_seen = self.tokens_seen + count_tokens(batch) if hasattr(batch, "lengths") else None
         self.last_loss = loss.detach()
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True)
