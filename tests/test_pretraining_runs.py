@@ -212,12 +212,11 @@ def outcome(result_json: Path) -> dict:
 @pytest.fixture(scope="module")
 def kills(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The uninterrupted run, each case's killed attempt (the run folder's state recorded after it), then its rerun."""
-    from data_prep.listops import ListOpsSpec, generate
+    from tests.test_resume import write_kill_data
 
     root = tmp_path_factory.mktemp("spt-kills")
     data = root / "data"
-    generate(data / "listops-quick", {"train": 96, "val": 40, "test": 40}, seed=0,
-             spec=ListOpsSpec(max_depth=4, max_args=4, min_length=10, max_length=60), progress=False)
+    write_kill_data(data)
 
     def argv(logs: Path) -> list[str]:
         return [*KILL_RUN, f"paths.data_dir={data}", f"paths.log_dir={logs}"]

@@ -84,13 +84,18 @@ def forked(runs: list[dict]) -> list[int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def write_kill_data(data: Path) -> None:
+    """The kill tests' tiny quick-ListOps data (96/40/40 rows, short): a few steps per epoch, several epochs."""
+    generate(data / "listops-quick", {"train": 96, "val": 40, "test": 40}, seed=0,
+             spec=ListOpsSpec(max_depth=4, max_args=4, min_length=10, max_length=60), progress=False)
+
+
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The uninterrupted runs, then each case: the killed attempt and its rerun (same command, no fault)."""
     root = tmp_path_factory.mktemp("kill-matrix")
     data = root / "data"
-    generate(data / "listops-quick", {"train": 96, "val": 40, "test": 40}, seed=0,
-             spec=ListOpsSpec(max_depth=4, max_args=4, min_length=10, max_length=60), progress=False)
+    write_kill_data(data)
 
     def command(options: list[str], logs: Path) -> list[str]:
         return [*COMMON, *options, f"paths.data_dir={data}", f"paths.log_dir={logs}"]
