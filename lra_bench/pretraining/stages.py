@@ -10,8 +10,6 @@ from ``pretrain/encoder.pt`` (the embedding and backbone, checksummed) with a ne
 from __future__ import annotations
 
 import copy
-import hashlib
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from lra_bench.errors import ConfigError
 from lra_bench.models.options.rules import is_int, is_number
 from lra_bench.pretraining.objectives import OBJECTIVES
-from lra_bench.training.checkpoint_io import atomic_write
+from lra_bench.training.checkpoint_io import UnusableCheckpoint, checksum_path, save_checksummed, verify_checksum
 from lra_bench.training.optim import DECAYS
 from lra_bench.training.resume_rules import refused_differences
 
@@ -176,28 +174,25 @@ def wandb_group(cfg: DictConfig) -> str:
 
 
 def save_encoder(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """The pretrained embedding and backbone, written whole or not at all, with its SHA-256 inside the file name's
-    companion ``encoder.pt.sha256`` (checked on load: a truncated or edited file is never fine-tuned from)."""
-    buffer = io.BytesIO()
-    torch.save({"state_dict": state, "meta": meta}, buffer)
-    data = buffer.getvalue()
-    atomic_write(path, lambda f: f.write(data))
-    atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(hashlib.sha256(data).hexdigest().encode()))
+    """The pretrained embedding and backbone, written whole or not at all with its checksum sidecar, as every
+    checkpoint is (``checkpoint_io.save_checksummed``; checked on load: a truncated or edited file is never
+    fine-tuned from)."""
+    save_checksummed({"state_dict": state, "meta": meta}, path)
 
 
 def load_encoder(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``save_encoder``'s state and meta, after its checksum; ``ConfigError`` naming the file otherwise."""
-    digest_file = path.with_name(path.name + ".sha256")
+    sidecar = checksum_path(path)
+    if not (path.is_file() and sidecar.is_file()):
+        missing = path if not path.is_file() else sidecar
+        raise ConfigError(f"{path}: the pretrained encoder cannot be read (no such file: {missing}); rerun with "
+                          "rerun=true to pretrain again")
     try:
-        data = path.read_bytes()
-        expected = digest_file.read_text().strip()
-    except OSError as e:
-        raise ConfigError(f"{path}: the pretrained encoder cannot be read ({e.strerror or e}); rerun with rerun=true to "
-                          "pretrain again") from e
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise ConfigError(f"{path}: its checksum ({digest_file.name}) does not match: the file changed after stage 1 "
-                          "wrote it; rerun with rerun=true to pretrain again")
-    saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        verify_checksum(path)
+    except UnusableCheckpoint as e:
+        raise ConfigError(f"{path}: its checksum ({sidecar.name}) does not match: the file changed after stage 1 "
+                          "wrote it; rerun with rerun=true to pretrain again") from e
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     return saved["state_dict"], saved["meta"]
 
 
