@@ -279,19 +279,24 @@ class LRADataModule(pl.LightningDataModule, ABC):
             self.train_sampler = ResumableRandomSampler(len(self.datasets["train"]), self.seed, self.batch_size, self.drop_last)
 
     # --- loaders -----------------------------------------------------------------------------
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        sampler: Sampler | None = self.train_sampler if shuffle else None  # seeded per epoch, resumable mid-epoch
+    def _loader(self, split: str, shuffle: bool, dataset: Dataset | None = None, batch_size: int | None = None,
+                sampler: Sampler | None = None, collate_fn=collate) -> DataLoader:
+        """``dataset``, ``batch_size``, ``sampler`` and ``collate_fn`` replace the split's own (SPT's stage 1 reads the
+        training inputs through ``lra_bench/pretraining/data.py`` with its own batch and order)."""
+        dataset = self.datasets[split] if dataset is None else dataset
+        if sampler is None and shuffle:
+            sampler = self.train_sampler  # seeded per epoch, resumable mid-epoch
         if not shuffle and torch.distributed.is_available() and torch.distributed.is_initialized():
-            sampler = torch.utils.data.DistributedSampler(self.datasets[split], shuffle=False)  # eval: one shard per rank
+            sampler = torch.utils.data.DistributedSampler(dataset, shuffle=False)  # eval: one shard per rank
         return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            dataset,
+            batch_size=batch_size or (self.batch_size if split == "train" else self.eval_batch_size),
             sampler=sampler,
             drop_last=self.drop_last and split == "train",  # eval loaders always keep their last partial batch
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            collate_fn=collate,
+            collate_fn=collate_fn,
             # its own generator: creating an iterator never draws from the global RNG (dropout's)
             generator=torch.Generator().manual_seed(self.seed),
         )

@@ -81,14 +81,5 @@ class PretrainData(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self.task_data
-        return DataLoader(
-            InputsOnly(data.datasets["train"]),
-            batch_size=self.batch_size,
-            sampler=self.train_sampler,
-            drop_last=data.drop_last,
-            num_workers=data.num_workers,
-            pin_memory=data.pin_memory,
-            persistent_workers=data.num_workers > 0,
-            collate_fn=collate_inputs,
-            generator=torch.Generator().manual_seed(data.seed),
-        )
+        return data._loader("train", shuffle=True, dataset=InputsOnly(data.datasets["train"]),
+                            batch_size=self.batch_size, sampler=self.train_sampler, collate_fn=collate_inputs)
