@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from lra_bench.checks.build import Target, build, inputs, model_config
 from lra_bench.config import PROJECT_ROOT, available
-from lra_bench.gpu_check import QUICK, main
+from lra_bench.checks import PASS, SKIP
+from lra_bench.gpu_check import QUICK, Row, main, summary
 
 
 @pytest.mark.slow
@@ -58,6 +59,29 @@ def test_an_unknown_model_is_refused_naming_the_built_in_ones(capsys: pytest.Cap
     with pytest.raises(SystemExit):
         main(["--device", "cpu", "--models", "mega,nope"])
     assert "--models: unknown nope; built-in models: bigbird," in capsys.readouterr().err
+
+
+def test_an_empty_model_list_and_an_unwritable_report_are_refused_before_the_run(capsys: pytest.CaptureFixture[str],
+                                                                                   tmp_path: Path) -> None:
+    """Both used to start the run: ``--models ''`` checked no model and reported a pass; an unwritable ``--out``
+    raised a traceback after the whole run, with no JSON last line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "cpu", "--models", ""])
+    assert exit_info.value.code == 2 and "--models='': no model named; give all (the default) or some of: bigbird," in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    for out, message in [(tmp_path / "file" / "r.json", "cannot create its folder"), (tmp_path, "cannot write a file there")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--device", "cpu", "--quick", "--out", str(out)])
+        assert exit_info.value.code == 2 and f"--out={out}: {message}" in capsys.readouterr().err
+
+
+def test_a_model_whose_every_row_was_skipped_is_not_listed_as_passed() -> None:
+    """On a CPU the CUDA kernels' row is skipped: ``--only kernels`` ran nothing for mamba."""
+    rows = [Row("kernels", "kernels: mamba_ssm", SKIP, "-", "CUDA-only kernels: not on a CPU", "mamba"),
+            Row("step", "step: s4d @64", PASS, "1 tok/s", "", "s4d"), Row("ddp", "ddp: transformer", SKIP, "-", "", "transformer"),
+            Row("step", "step: transformer @64", PASS, "1 tok/s", "", "transformer")]
+    result = summary(rows, torch.device("cpu"), Path("r.json"))
+    assert (result["passed"], result["failed"], result["skipped"]) == (["s4d", "transformer"], [], ["mamba"])
 
 
 FAST = ("transformer",)
