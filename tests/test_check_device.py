@@ -1,6 +1,7 @@
 """The device row's recorder (lra_bench/checks/device.py): each tensor factory that lands on the CPU on a GPU node is
-named, including those outside the common ``torch.zeros`` family, a hard-coded ``device="cpu"`` and a factory in a
-custom autograd backward; the forms that take the input's device are not; and each host sync is counted. Direct
+named, including those outside the common ``torch.zeros`` family, a hard-coded ``device="cpu"``, a factory in a
+custom autograd backward and a tensor kept as a plain attribute; the forms that take the input's device are not; and
+each host sync is counted. Direct
 calls, no Hydra: a few seconds."""
 
 from __future__ import annotations
@@ -97,3 +98,27 @@ def test_a_factory_in_a_custom_backward_fails_the_row_naming_its_line() -> None:
     assert (row.status, row.figure) == (FAIL, "1 call(s) without device=")
     assert row.detail == f"would land on the CPU: torch.full at tests/test_check_device.py:{line}"
     assert syncs.status == PASS
+
+
+class PlainTensorAttribute(nn.Module):
+    """Keeps its scale as a plain attribute: ``.to("cuda")`` moves the Linear layers and leaves the scale behind."""
+
+    def __init__(self, d: int = 4, classes: int = 2, buffer: bool = False):
+        super().__init__()
+        self.proj, self.head = nn.Linear(d, d), nn.Linear(d, classes)
+        if buffer:
+            self.register_buffer("scale", torch.ones(d))
+        else:
+            self.scale = torch.ones(d)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head((self.proj(x) * self.scale).mean(1))
+
+
+def test_a_tensor_kept_as_a_plain_attribute_fails_the_row_and_a_buffer_passes() -> None:
+    make = lambda lengths, width, pad: torch.randn(len(lengths), width, 4)  # noqa: E731
+    row, _ = device_placement(PlainTensorAttribute(), make, 2, pair=False)
+    assert (row.status, row.figure) == (FAIL, "0 call(s) without device=, 1 tensor attribute(s)")
+    assert row.detail == "tensor attributes .to() does not move (register_buffer them): scale"
+    row, _ = device_placement(PlainTensorAttribute(buffer=True), make, 2, pair=False)
+    assert row.status == PASS

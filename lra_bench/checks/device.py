@@ -14,6 +14,7 @@ records
 The autograd engine runs a custom ``autograd.Function``'s backward with torch function modes off, so those
 backward passes (hand-written, where such calls hide) run inside the recorder explicitly.
 Each finding names the function and the first frame outside torch (the model's own line), ``file:line``.
+A tensor a module holds as a plain attribute (not a parameter or buffer) also fails the row: ``.to(device)`` skips it.
 Not seen (they bypass ``__torch_function__``): ``torch.from_numpy``, the legacy ``torch.Tensor(...)`` /
 ``torch.FloatTensor(...)`` constructors and ``torch.range``; a ``torch.device("cpu")`` object is indistinguishable
 from the input's device on a CPU.
@@ -151,14 +152,28 @@ def record_step(net: nn.Module, make_inputs: Callable[[list[int], int, str], tor
     return recorder
 
 
+def unmoved_tensors(net: nn.Module) -> list[str]:
+    """Tensors a module keeps as plain attributes (``self.scale = torch.ones(d)`` in ``__init__``), neither
+    parameter nor buffer: ``model.to("cuda")``, which Lightning runs, leaves them on the CPU."""
+    found = []
+    for prefix, module in net.named_modules():
+        for key, value in vars(module).items():  # parameters and buffers live in _parameters/_buffers (dicts)
+            if any(isinstance(v, torch.Tensor) for v in (value if isinstance(value, (list, tuple)) else (value,))):
+                found.append(f"{prefix}.{key}" if prefix else key)
+    return found
+
+
 def device_placement(net: nn.Module, make_inputs: Callable[[list[int], int, str], torch.Tensor], num_classes: int,
                      pair: bool) -> list[CheckResult]:
+    unmoved = unmoved_tensors(net)  # before the step: a cache a forward fills from its parameters is on their device
     recorder = record_step(net, make_inputs, num_classes, pair)
     factories, syncs = recorder.factories, recorder.syncs
     n_factories, n_syncs = sum(factories.values()), sum(syncs.values())
-    rows = [CheckResult("device: every tensor made on the input's device", FAIL if factories else PASS,
-                        f"{n_factories} call(s) without device=",
-                        f"would land on the CPU: {_listed(factories)}" if factories else
+    found = ([f"would land on the CPU: {_listed(factories)}"] if factories else []) + (
+        [f"tensor attributes .to() does not move (register_buffer them): {', '.join(unmoved)}"] if unmoved else [])
+    rows = [CheckResult("device: every tensor made on the input's device", FAIL if found else PASS,
+                        f"{n_factories} call(s) without device=" + (f", {len(unmoved)} tensor attribute(s)" if unmoved else ""),
+                        "; ".join(found) if found else
                         "forward and backward: every factory call has device= or a tensor to copy it from")]
     rows.append(CheckResult("device: host syncs (stall a GPU)", INFO if syncs else PASS, f"{n_syncs} sync(s)",
                             _listed(syncs) if syncs else "no .item(), .cpu(), .tolist(), bool(tensor) or data-dependent shape"))
