@@ -21,7 +21,8 @@ for a failing row its likely cause; exits 1 when a check fails (2 on a bad comma
   padding holding random values, for token and pixel input and the pair (2B rows) form;
 - rows: one row's values and length do not reach the other rows (eval; train mode too unless a BatchNorm explains it);
 - gradients: every parameter gets a finite, non-zero gradient;
-- device: no tensor made in forward/backward without ``device=`` (it would land on the CPU); host syncs counted;
+- device: no tensor made in forward/backward (custom autograd backward passes included) without ``device=`` or
+  with ``device="cpu"`` (it would land on the CPU); host syncs counted;
 - eval determinism; bf16 autocast finite (forward and backward);
 - cost: operations (FLOPs), CPU time and memory of a training step at 1K, 2K, 4K (8K, 16K with --long), with the
   fitted exponents (the operation count holds on a loaded machine; the time row says when its repeats are too noisy);

@@ -128,6 +128,8 @@ def builtin_models(spec: str) -> list[str]:
     naming the unknown ones and the valid names."""
     valid = available("model")
     models = valid if spec == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+    if not models:  # an empty --models would check nothing and report it as a pass
+        raise ConfigError(f"--models={spec!r}: no model named; give all (the default) or some of: {', '.join(valid)}")
     unknown = [m for m in models if m not in valid]
     if unknown:
         raise ConfigError(f"--models: unknown {', '.join(unknown)}; built-in models: {', '.join(valid)}")

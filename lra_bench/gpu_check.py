@@ -24,7 +24,8 @@ Offline (W&B off, data generated in a temporary folder), core dependencies only.
   and memory relative to the fused Transformer at the same length, in this run.
 
 Prints the table (check, status, figure, what), writes the JSON report (``--out``), exits 1 when a row failed, and
-its last line is one JSON object: ``passed`` and ``failed`` (model names), ``failed_checks``, ``device``, ``report``.
+its last line is one JSON object: ``passed`` and ``failed`` (model names), ``skipped`` (models whose every row was
+skipped), ``failed_checks``, ``device``, ``report``.
 """
 
 from __future__ import annotations
@@ -433,9 +434,12 @@ def run(models: Sequence[str], device: torch.device, quick: bool, sections: Sequ
 
 
 def summary(rows: Sequence[Row], device: torch.device, report: Path) -> dict[str, Any]:
+    """A model passes when none of its rows failed and at least one ran: one whose every row was skipped (the CUDA
+    kernels on a CPU, DDP on one GPU) is listed as skipped, not as passed."""
     models = list(dict.fromkeys(r.model for r in rows if r.model))
     failed = [m for m in models if any(r.model == m and r.status == FAIL for r in rows)]
-    return {"passed": [m for m in models if m not in failed], "failed": failed,
+    skipped = [m for m in models if all(r.status == SKIP for r in rows if r.model == m)]
+    return {"passed": [m for m in models if m not in failed and m not in skipped], "failed": failed, "skipped": skipped,
             "failed_checks": [r.check for r in rows if r.status == FAIL], "device": device_name(device), "report": str(report)}
 
 
@@ -478,6 +482,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     if ns.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error(f"--device={ns.device}: no CUDA device visible (torch {torch.__version__}, built for CUDA "
                  f"{torch.version.cuda}); run on a GPU node, or --device cpu --quick")
+    out = Path(ns.out).resolve()
+    try:  # checked before the run: the report is written after it, minutes later
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--out={ns.out}: cannot create its folder ({e.strerror}); give a writable path")
+    if out.is_dir() or not os.access(out.parent, os.W_OK):
+        ap.error(f"--out={ns.out}: cannot write a file there; give a writable file path")
     return ns
 
 

@@ -1,5 +1,5 @@
 """gpu_check: its CPU mode runs every section it can at tiny sizes through the real command, and every built-in
-model trains a few optimizer steps under CPU bf16 autocast."""
+model trains a few optimizer steps under CPU bf16 autocast (every parameter moved, not only a finite loss)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from lra_bench.checks.build import Target, build, inputs, model_config
 from lra_bench.config import PROJECT_ROOT, available
-from lra_bench.gpu_check import QUICK, main
+from lra_bench.checks import PASS, SKIP
+from lra_bench.gpu_check import QUICK, Row, main, summary
 
 
 @pytest.mark.slow
@@ -60,24 +61,71 @@ def test_an_unknown_model_is_refused_naming_the_built_in_ones(capsys: pytest.Cap
     assert "--models: unknown nope; built-in models: bigbird," in capsys.readouterr().err
 
 
+def test_an_empty_model_list_and_an_unwritable_report_are_refused_before_the_run(capsys: pytest.CaptureFixture[str],
+                                                                                   tmp_path: Path) -> None:
+    """Both used to start the run: ``--models ''`` checked no model and reported a pass; an unwritable ``--out``
+    raised a traceback after the whole run, with no JSON last line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "cpu", "--models", ""])
+    assert exit_info.value.code == 2 and "--models='': no model named; give all (the default) or some of: bigbird," in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    for out, message in [(tmp_path / "file" / "r.json", "cannot create its folder"), (tmp_path, "cannot write a file there")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--device", "cpu", "--quick", "--out", str(out)])
+        assert exit_info.value.code == 2 and f"--out={out}: {message}" in capsys.readouterr().err
+
+
+def test_a_model_whose_every_row_was_skipped_is_not_listed_as_passed() -> None:
+    """On a CPU the CUDA kernels' row is skipped: ``--only kernels`` ran nothing for mamba."""
+    rows = [Row("kernels", "kernels: mamba_ssm", SKIP, "-", "CUDA-only kernels: not on a CPU", "mamba"),
+            Row("step", "step: s4d @64", PASS, "1 tok/s", "", "s4d"), Row("ddp", "ddp: transformer", SKIP, "-", "", "transformer"),
+            Row("step", "step: transformer @64", PASS, "1 tok/s", "", "transformer")]
+    result = summary(rows, torch.device("cpu"), Path("r.json"))
+    assert (result["passed"], result["failed"], result["skipped"]) == (["s4d", "transformer"], [], ["mamba"])
+
+
 FAST = ("transformer",)
+
+
+def bf16_training_problems(net: torch.nn.Module, cfg, steps: int = 3) -> list[str]:  # noqa: ANN001 - a DictConfig
+    """``steps`` AdamW steps of ``net`` under CPU bf16 autocast (what ``trainer.precision=bf16-mixed`` runs:
+    Lightning's bf16-mixed is ``torch.autocast(bfloat16)``): what went wrong, empty when it trained. A finite loss
+    alone is not enough: a parameter cut off from the loss (no gradient) or left where it started did not train."""
+    net.train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    start = {n: p.detach().clone() for n, p in net.named_parameters()}
+    gen = torch.Generator().manual_seed(0)
+    lengths = [64, 50, 17, 3]
+    x, labels = inputs(cfg, lengths, max(lengths), gen), torch.randint(0, int(cfg.task.num_classes), (len(lengths),), generator=gen)
+    for step in range(steps):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(net(x, torch.tensor(lengths)).float(), labels)
+        loss.backward()
+        if not bool(torch.isfinite(loss)):
+            return [f"step {step}: loss {float(loss)}"]
+        grads = {n: p.grad for n, p in net.named_parameters()}
+        problems = [f"step {step}: no gradient for {n}" for n, g in grads.items() if g is None]
+        problems += [f"step {step}: non-finite gradient of {n}" for n, g in grads.items() if g is not None and not bool(torch.isfinite(g).all())]
+        if problems:
+            return problems
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return [f"{n} unchanged after {steps} steps" for n, p in net.named_parameters() if torch.equal(p.detach(), start[n])]
 
 
 @pytest.mark.parametrize("model", [pytest.param(m, marks=() if m in FAST else pytest.mark.slow) for m in available("model")])
 def test_every_builtin_model_trains_a_few_steps_under_cpu_bf16_autocast(model: str) -> None:
-    """What ``trainer.precision=bf16-mixed`` runs (Lightning's bf16-mixed is ``torch.autocast(bfloat16)``): three
-    AdamW steps of the quick one-layer model, loss and every gradient finite at each."""
+    """Three AdamW steps of the quick one-layer model: loss and every gradient finite at each, every parameter
+    reached by a gradient and moved."""
     cfg = model_config(Target(model=model, quick=True), "listops")
-    net = build(cfg).train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    lengths = [64, 50, 17, 3]
-    x, labels = inputs(cfg, lengths, max(lengths), gen), torch.randint(0, int(cfg.task.num_classes), (len(lengths),), generator=gen)
-    for step in range(3):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = F.cross_entropy(net(x, torch.tensor(lengths)).float(), labels)
-        loss.backward()
-        bad = [n for n, p in net.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
-        assert bool(torch.isfinite(loss)) and not bad, (step, float(loss), bad)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    assert bf16_training_problems(build(cfg), cfg) == []
+
+
+def test_a_model_whose_backbone_gets_no_gradient_does_not_count_as_trained() -> None:
+    """The backbone's output detached: the loss stays finite and the head trains, but the backbone and the
+    embedding before it never do."""
+    cfg = model_config(Target(model="transformer", quick=True), "listops")
+    net = build(cfg)
+    net.backbone.register_forward_hook(lambda module, args, out: out.detach())
+    cut_off = [n for n, _ in net.named_parameters() if not n.startswith("head.")]
+    assert cut_off and bf16_training_problems(net, cfg) == [f"step 0: no gradient for {n}" for n in cut_off]

@@ -17,6 +17,28 @@ from lra_bench.errors import ConfigError
 NOT_COMPILABLE: dict[str, str] = {}  # backbone class name -> why torch.compile cannot run it
 
 
+def valid_setting(setting: object) -> bool:
+    """``compile`` is true, false (null: false) or the name of a registered torch.compile backend; anything else
+    (``compile=1``, ``compile=yes``, a misspelt backend) would raise torch's InvalidBackend deep in the model's
+    build, with a traceback."""
+    if setting is None or isinstance(setting, bool):
+        return True
+    if not isinstance(setting, str):
+        return False
+    from torch._dynamo import list_backends
+
+    return setting in list_backends(exclude_tags=())
+
+
+def setting_rule() -> str:
+    """What ``compile`` accepts, for the one-line error."""
+    from torch._dynamo import list_backends
+
+    usual = sorted({*list_backends(), "aot_eager", "eager"})
+    return (f"must be true (inductor), false, or a torch.compile backend: {', '.join(usual)} "
+            "(all: torch._dynamo.list_backends(exclude_tags=()))")
+
+
 def compile_backbone(backbone: nn.Module, setting: bool | str) -> nn.Module:
     """``backbone`` with its forward compiled in place, or ``ConfigError`` naming why it is not compiled."""
     name = type(backbone).__name__

@@ -12,6 +12,7 @@ from lra_bench.errors import ConfigError
 from lra_bench.models.options.check import check_model_options
 from lra_bench.models.options.rules import is_int, is_number
 from lra_bench.pretraining.stages import check_pretrain_options
+from lra_bench.training.compile import setting_rule, valid_setting
 from lra_bench.training.diagnosis import ON_CHANCE
 from lra_bench.training.optim import DECAYS
 from lra_bench.training.stopping import time_limit_s
@@ -115,5 +116,7 @@ def check_options(cfg: DictConfig) -> None:
         raise ConfigError(f"lra_code=true reproduces LRA's released code, whose models are the LRA Transformer block "
                           f"with an attention mechanism; model={_get(cfg, 'model.name')} is not one of them "
                           "(its config has no model.net.lra_code): set lra_code=false")
+    if not valid_setting(_get(cfg, "compile")):  # the rule names torch's backends: built only when needed
+        raise ConfigError(f"compile={_get(cfg, 'compile')!r}: {setting_rule()}")
     check_pretrain_options(cfg)
     check_model_options(cfg)
