@@ -457,6 +457,8 @@ BAD_OPTIONS = [
     ("pretrain.objective", "foo", r"pretrain\.objective='foo': must be one of auto, masked, causal$"),
     ("pretrain.optimizer.lr", 0, r"pretrain\.optimizer\.lr=0: must be a number > 0 and finite$"),
     ("pretrain.optimizer.weight_decay", -0.1, r"pretrain\.optimizer\.weight_decay=-0\.1: must be a number >= 0"),
+    ("pretrain.optimizer.betas", [0.9], r"pretrain\.optimizer\.betas=\[0\.9\]: must be two numbers in \[0, 1\)"),
+    ("pretrain.optimizer.eps", -1e-8, r"pretrain\.optimizer\.eps=-1e-08: must be a number > 0 and finite$"),
     ("pretrain.scheduler.decay", "cosin", r"pretrain\.scheduler\.decay='cosin': must be one of linear, "),
     ("pretrain.scheduler.warmup_steps", -5, r"pretrain\.scheduler\.warmup_steps=-5: must be null or an integer >= 0$"),
     ("pretrain.gradient_clip_val", -1.0, r"pretrain\.gradient_clip_val=-1\.0: must be null or a number >= 0"),

@@ -16,13 +16,27 @@ batch, accumulation and world size), never from a hand-set step count.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from torch import nn
 
+from lra_bench.models.options.rules import is_number
+
 DECAYS = ("linear", "cosine", "constant", "rsqrt")
 NO_DECAY_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.modules.batchnorm._NormBase)
+
+
+def adamw_problem(betas: object, eps: object) -> tuple[str, str] | None:
+    """The first of AdamW's ``betas`` / ``eps`` out of range, as (key, rule), or None (null: the defaults). Caught
+    before the run: torch.optim.AdamW would raise (a beta of 1, one beta) or index past the end only when fit builds
+    the optimizer, with a traceback."""
+    if betas is not None and not (isinstance(betas, Sequence) and not isinstance(betas, str) and len(betas) == 2
+                                  and all(is_number(b) and 0 <= b < 1 for b in betas)):
+        return "betas", "must be two numbers in [0, 1), e.g. [0.9, 0.999]"
+    if eps is not None and not (is_number(eps) and eps > 0):
+        return "eps", "must be a number > 0 and finite"
+    return None
 
 
 def _no_decay_names(model: nn.Module) -> set[str]:
