@@ -354,6 +354,12 @@ def _train_in(cfg: DictConfig, out_dir: Path, pretraining: bool = False) -> dict
             log.info("stage 1 is settled (stage 2 started from its encoder at step %s): it is not trained further",
                      settled.get("global_step"))
         elif cfg.train:
+            if cfg.get("ckpt_path") and finished_result(out_dir / stages.STAGE_DIR) is None:
+                raise ConfigError(
+                    f"ckpt_path={cfg.ckpt_path} with pretrain={cfg.pretrain.get('name')}: stage 1 has not finished in "
+                    f"{out_dir}, and a given checkpoint is resumed by stage 2 only (stage 1 would train here for "
+                    "nothing, its budget counted for weights it did not make); rerun without ckpt_path (a killed run "
+                    "resumes either stage by itself), or run in the folder whose stage 1 finished")
             try:  # stage 1 runs (or resumes, or is found finished) in <run>/pretrain before stage 2 starts
                 first = _train_in(stages.stage_one_config(cfg), out_dir / stages.STAGE_DIR, pretraining=True)
             except BaseException as e:

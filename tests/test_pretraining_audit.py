@@ -129,3 +129,15 @@ def test_a_run_that_would_mislabel_or_unbalance_its_budget_is_refused_in_one_lin
     with open_dict(cfg):
         cfg.train, cfg.trainer.max_epochs = True, -1
     check_options(cfg)  # train=true, and epochs that do not decide: accepted
+
+
+def test_a_given_checkpoint_before_stage_one_finished_is_refused_in_one_line(tmp_path: Path) -> None:
+    """``ckpt_path`` is resumed by stage 2 only: with stage 1 not finished in the run folder, stage 1 would train
+    from scratch for weights the run never uses, its budget counted in result.json. Refused before anything runs."""
+    cfg = compose_config([*TINY_RUN, "paths.data_dir=/nowhere", f"paths.output_dir={tmp_path / 'run'}", "pretrain=spt",
+                          f"ckpt_path={tmp_path / 'other' / 'last.ckpt'}"])
+    with pytest.raises(ConfigError, match=r"^ckpt_path=.*last\.ckpt with pretrain=spt: stage 1 has not finished in "
+                                          r".*; rerun without ckpt_path") as refused:
+        train_mod.train(cfg)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "run" / stages.STAGE_DIR).exists()
