@@ -21,7 +21,7 @@ from lra_bench.errors import ConfigError
 from lra_bench.models.options.rules import is_int, is_number
 from lra_bench.pretraining.objectives import OBJECTIVES
 from lra_bench.training.checkpoint_io import UnusableCheckpoint, checksum_path, save_checksummed, verify_checksum
-from lra_bench.training.optim import DECAYS, adamw_problem
+from lra_bench.training.optim import check_optimizer_and_schedule
 from lra_bench.training.resume_rules import refused_differences
 
 log = logging.getLogger(__name__)
@@ -75,18 +75,8 @@ def check_pretrain_options(cfg: DictConfig) -> None:
     need(p.get("objective") in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}")
     rate = p.get("mask_rate")
     need(is_number(rate) and 0 < rate < 1, "mask_rate", "must be a number in (0, 1)")
-    lr = OmegaConf.select(p, "optimizer.lr", default=None)
-    need(is_number(lr) and lr > 0, "optimizer.lr", "must be a number > 0 and finite")
     # stage 1's own optimizer, schedule and clipping, held to the rules the run's are (training/options.py)
-    wd = OmegaConf.select(p, "optimizer.weight_decay", default=None)
-    need(wd is None or (is_number(wd) and wd >= 0), "optimizer.weight_decay", "must be a number >= 0 and finite")
-    adamw = adamw_problem(OmegaConf.select(p, "optimizer.betas", default=None), OmegaConf.select(p, "optimizer.eps", default=None))
-    if adamw is not None:
-        need(False, f"optimizer.{adamw[0]}", adamw[1])
-    need(OmegaConf.select(p, "scheduler.decay", default=None) in DECAYS, "scheduler.decay",
-         f"must be one of {', '.join(DECAYS)}")
-    warmup = OmegaConf.select(p, "scheduler.warmup_steps", default=None)
-    need(warmup is None or (is_int(warmup) and warmup >= 0), "scheduler.warmup_steps", "must be null or an integer >= 0")
+    check_optimizer_and_schedule(lambda key: OmegaConf.select(p, key, default=None), need)
     clip = p.get("gradient_clip_val")
     need(clip is None or (is_number(clip) and clip >= 0), "gradient_clip_val",
          "must be null or a number >= 0 (0 or null: no clipping; Lightning ignores a negative one)")

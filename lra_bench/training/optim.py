@@ -16,27 +16,35 @@ batch, accumulation and world size), never from a hand-set step count.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from torch import nn
 
-from lra_bench.models.options.rules import is_number
+from lra_bench.models.options.rules import is_int, is_number
 
 DECAYS = ("linear", "cosine", "constant", "rsqrt")
 NO_DECAY_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.modules.batchnorm._NormBase)
 
 
-def adamw_problem(betas: object, eps: object) -> tuple[str, str] | None:
-    """The first of AdamW's ``betas`` / ``eps`` out of range, as (key, rule), or None (null: the defaults). Caught
-    before the run: torch.optim.AdamW would raise (a beta of 1, one beta) or index past the end only when fit builds
-    the optimizer, with a traceback."""
-    if betas is not None and not (isinstance(betas, Sequence) and not isinstance(betas, str) and len(betas) == 2
-                                  and all(is_number(b) and 0 <= b < 1 for b in betas)):
-        return "betas", "must be two numbers in [0, 1), e.g. [0.9, 0.999]"
-    if eps is not None and not (is_number(eps) and eps > 0):
-        return "eps", "must be a number > 0 and finite"
-    return None
+def check_optimizer_and_schedule(select: Callable[[str], Any], need: Callable[[bool, str, str], None]) -> None:
+    """The ranges of the optimizer's and the schedule's options, shared by the run's option checks and stage 1's own
+    (``pretrain.optimizer``, ``pretrain.scheduler``): ``select(key)`` reads a value, ``need(ok, key, rule)`` raises
+    the one-line error. AdamW's betas and eps are held here, before the run: torch.optim.AdamW would raise (a beta of
+    1) or index past the end (one beta) only when fit builds the optimizer, with a traceback."""
+    lr = select("optimizer.lr")
+    need(is_number(lr) and lr > 0, "optimizer.lr", "must be a number > 0 and finite")
+    wd = select("optimizer.weight_decay")
+    need(wd is None or (is_number(wd) and wd >= 0), "optimizer.weight_decay", "must be a number >= 0 and finite")
+    betas = select("optimizer.betas")  # null: AdamW's defaults
+    need(betas is None or (isinstance(betas, Sequence) and not isinstance(betas, str) and len(betas) == 2
+                           and all(is_number(b) and 0 <= b < 1 for b in betas)),
+         "optimizer.betas", "must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+    eps = select("optimizer.eps")
+    need(eps is None or (is_number(eps) and eps > 0), "optimizer.eps", "must be a number > 0 and finite")
+    need(select("scheduler.decay") in DECAYS, "scheduler.decay", f"must be one of {', '.join(DECAYS)}")
+    warmup = select("scheduler.warmup_steps")
+    need(warmup is None or (is_int(warmup) and warmup >= 0), "scheduler.warmup_steps", "must be null or an integer >= 0")
 
 
 def _no_decay_names(model: nn.Module) -> set[str]:

@@ -14,7 +14,7 @@ from lra_bench.models.options.rules import is_int, is_number
 from lra_bench.pretraining.stages import check_pretrain_options
 from lra_bench.training.compile import setting_rule, valid_setting
 from lra_bench.training.diagnosis import ON_CHANCE
-from lra_bench.training.optim import DECAYS, adamw_problem
+from lra_bench.training.optim import check_optimizer_and_schedule
 from lra_bench.training.stopping import time_limit_s
 
 
@@ -54,15 +54,8 @@ def check_options(cfg: DictConfig) -> None:
          "must be an integer >= 0 (0 loads in the main process)")
     seed = _get(cfg, "seed")
     need(is_int(seed) and 0 <= seed < 2**32, "seed", "must be an integer in 0 .. 2^32 - 1")
-    lr = _get(cfg, "optimizer.lr")
-    need(is_number(lr) and lr > 0, "optimizer.lr", "must be a number > 0 and finite")
-    wd = _get(cfg, "optimizer.weight_decay")
-    need(wd is None or (is_number(wd) and wd >= 0), "optimizer.weight_decay", "must be a number >= 0 and finite")
-    if (adamw := adamw_problem(_get(cfg, "optimizer.betas"), _get(cfg, "optimizer.eps"))) is not None:
-        need(False, f"optimizer.{adamw[0]}", adamw[1])
-    need(_get(cfg, "scheduler.decay") in DECAYS, "scheduler.decay", f"must be one of {', '.join(DECAYS)}")
+    check_optimizer_and_schedule(lambda key: _get(cfg, key), need)
     warmup = _get(cfg, "scheduler.warmup_steps")
-    need(warmup is None or (is_int(warmup) and warmup >= 0), "scheduler.warmup_steps", "must be null or an integer >= 0")
     fraction = _get(cfg, "scheduler.warmup_fraction")
     need(fraction is None or (isinstance(fraction, (int, float)) and 0 <= fraction <= 1), "scheduler.warmup_fraction",
          "must be null or a number in [0, 1]")
