@@ -349,12 +349,12 @@ def _train_in(cfg: DictConfig, out_dir: Path, pretraining: bool = False) -> dict
     remove_stale_temp_files(out_dir)
     if cfg.get("pretrain") and not pretraining:
         stage_two = stages.stage_two_config(cfg)  # its W&B run in stage 1's group, its share of a budget_fraction
-        settled = finished_result(out_dir / stages.STAGE_DIR) if stages.stage_two_started(out_dir) else None
-        if settled is not None:
+        stage_one = finished_result(out_dir / stages.STAGE_DIR)
+        if stage_one is not None and stages.stage_two_started(out_dir):
             log.info("stage 1 is settled (stage 2 started from its encoder at step %s): it is not trained further",
-                     settled.get("global_step"))
+                     stage_one.get("global_step"))
         elif cfg.train:
-            if cfg.get("ckpt_path") and finished_result(out_dir / stages.STAGE_DIR) is None:
+            if cfg.get("ckpt_path") and stage_one is None:
                 raise ConfigError(
                     f"ckpt_path={cfg.ckpt_path} with pretrain={cfg.pretrain.get('name')}: stage 1 has not finished in "
                     f"{out_dir}, and a given checkpoint is resumed by stage 2 only (stage 1 would train here for "

@@ -53,8 +53,11 @@ def differences(saved: dict[str, Any], command: dict[str, Any]) -> dict[str, tup
 
 def refused_differences(saved: dict[str, Any], command: dict[str, Any]) -> str:
     """The differences that change what saved weights mean (``REFUSED`` keys), as one phrase; "" when none."""
-    refused = {k: v for k, v in differences(saved, command).items() if _matches(k, REFUSED)}
-    return ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in refused.items())
+    return _refused(differences(saved, command))
+
+
+def _refused(diff: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in diff.items() if _matches(k, REFUSED))
 
 
 def resume_rule_line(ckpt: str, step: int, saved: dict[str, Any] | None, command: dict[str, Any]) -> str:
@@ -63,7 +66,7 @@ def resume_rule_line(ckpt: str, step: int, saved: dict[str, Any] | None, command
         return (f"resume settings: {ckpt} records no run config (written by an older lra_bench): the command's settings "
                 f"apply from step {step}, unchecked")
     diff = differences(saved, command)
-    listed = refused_differences(saved, command)
+    listed = _refused(diff)
     if listed:
         raise ConfigError(f"cannot resume {ckpt} with other {listed}: they define what its weights and data position "
                           "mean. Use the checkpoint's values, or start over with rerun=true")
